@@ -1,0 +1,174 @@
+import math
+
+import pytest
+import torch
+
+from bgpt.checkpoint import from_reference_state_dict, to_reference_state_dict
+from bgpt.config import PRESETS, BGPTConfig, resolve_config
+from bgpt.errors import BGPTError
+from bgpt.model import BGPT, BGPTClassifier
+from bgpt.stream import PAD, collate, encode
+
+from .reference_bgpt import RefBGPT, RefClassifier
+
+
+def random_batch(config: BGPTConfig, lengths=(23, 7, 40), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    streams = [encode(torch.randint(0, 256, (n,), generator=g).numpy().astype("uint8"), "bin", config.patch_size) for n in lengths]
+    return collate(streams)
+
+
+def ref_model_for(config: BGPTConfig) -> RefBGPT:
+    ref = RefBGPT(config.patch_size, config.max_patches, config.hidden_size, config.patch_layers, config.byte_layers)
+    for p in ref.parameters():  # random weights everywhere, LayerNorms included
+        torch.nn.init.normal_(p, std=0.1)
+    return ref.eval()
+
+
+def test_presets_have_paper_size():
+    paper = BGPT(resolve_config("paper"))
+    assert paper.config.heads == 12
+    assert 109e6 < paper.num_parameters() < 111e6  # "110 M parameters"
+    small = resolve_config("small")
+    assert (small.patch_size, small.max_patches, small.hidden_size, small.patch_layers, small.byte_layers) == (16, 256, 256, 4, 2)
+
+
+def test_config_validation():
+    with pytest.raises(BGPTError, match="unknown field"):
+        BGPTConfig.from_dict({"hidden": 3})
+    with pytest.raises(BGPTError, match="divisible"):
+        BGPTConfig(hidden_size=100, heads=3)
+    with pytest.raises(BGPTError, match="positive"):
+        BGPTConfig(patch_size=0)
+    with pytest.raises(BGPTError, match="dropout"):
+        BGPTConfig(dropout=1.5)
+    with pytest.raises(BGPTError, match="neither a preset"):
+        resolve_config("huge")
+    assert resolve_config("small", hidden_size=128).hidden_size == 128
+
+
+def test_config_json_round_trip(tmp_path):
+    c = BGPTConfig(**PRESETS["small"], dropout=0.0)
+    (tmp_path / "c.json").write_text(c.to_json())
+    assert resolve_config(tmp_path / "c.json") == c
+
+
+def test_lookup_sum_equals_onehot_linear(tiny_config):
+    model = BGPT(tiny_config)
+    patches = random_batch(tiny_config).patches
+    emb = model.patch_decoder.embed
+    torch.testing.assert_close(emb(patches), emb.forward_onehot(patches), atol=1e-5, rtol=0)
+
+
+def test_parity_with_hf_gpt2_reference(tiny_config):
+    ref = ref_model_for(tiny_config)
+    model = from_reference_state_dict(ref.state_dict()).eval()
+    assert model.config.heads == 2 and model.config.patch_size == 4
+    batch = random_batch(tiny_config)
+    with torch.no_grad():
+        # patch-level decoder: last hidden states on every real patch
+        ref_feats = ref.patch_level_decoder(batch.patches, batch.mask.long())
+        feats = model.patch_decoder(batch.patches)
+        m = batch.mask
+        assert (ref_feats[m] - feats[m]).abs().max() <= 1e-5
+        # byte-level decoder: logits for the same features and targets
+        f, t = feats[m][:10], batch.patches[m][1:11]
+        ref_logits = ref.byte_level_decoder(f, t).logits[:, :-1]  # last of S+1 predicts nothing
+        assert (ref_logits - model.byte_decoder(f, t)).abs().max() <= 1e-5
+        # the reference loss
+        ref_loss = ref(batch.patches, batch.mask).loss
+        out = model(batch.patches, batch.mask)
+    assert abs(ref_loss.item() - out.loss.item()) <= 1e-5
+    assert out.num_symbols == (batch.mask[:, 1:].sum() * tiny_config.patch_size).item()
+
+
+def test_classifier_parity_with_reference(tiny_config):
+    ref = RefClassifier(tiny_config.patch_size, tiny_config.max_patches, tiny_config.hidden_size, tiny_config.patch_layers, 5)
+    for p in ref.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    model = from_reference_state_dict({"model": ref.state_dict()})
+    assert isinstance(model, BGPTClassifier) and model.config.num_classes == 5
+    batch = random_batch(tiny_config)
+    with torch.no_grad():
+        diff = ref.eval()(batch.patches, batch.mask.float()) - model.eval()(batch.patches, batch.mask)
+    assert diff.abs().max() <= 1e-5
+
+
+def test_reference_export_round_trip(tiny_config):
+    model = BGPT(tiny_config).eval()
+    state = to_reference_state_dict(model)
+    again = from_reference_state_dict(state).eval()
+    batch = random_batch(tiny_config)
+    with torch.no_grad():
+        assert torch.equal(model(batch.patches, batch.mask).loss, again(batch.patches, batch.mask).loss)
+
+
+def test_causality_across_patch_boundary(tiny_config):
+    model = BGPT(tiny_config).eval()
+    s = tiny_config.patch_size
+    data = torch.randint(0, 256, (30,)).numpy().astype("uint8")
+    base = collate([encode(data, "bin", s)])
+    t = 2 * s + 1  # byte t of the data: in the 3rd data patch, past a patch boundary
+    changed = data.copy()
+    changed[t] = (int(changed[t]) + 1) % 256
+    alt = collate([encode(changed, "bin", s)])
+    with torch.no_grad():
+        lp, lp2 = model.symbol_logprobs(base.patches, base.mask), model.symbol_logprobs(alt.patches, alt.mask)
+    # stream position of byte t is s + t; logprobs row i is patch i+1
+    flat, flat2 = lp.flatten(), lp2.flatten()
+    pos = t  # index in the flattened (P-1)*S predictions = stream position - s
+    assert torch.equal(flat[: pos + 1][:-1], flat2[: pos + 1][:-1])  # every earlier prediction unchanged
+    assert not torch.equal(flat[pos], flat2[pos])  # its own probability changes
+    assert not torch.equal(flat[pos + 1 :], flat2[pos + 1 :])  # later ones see it
+
+
+def test_loss_matches_symbol_logprobs(tiny_config):
+    model = BGPT(tiny_config).eval()
+    batch = random_batch(tiny_config)
+    with torch.no_grad():
+        loss = model(batch.patches, batch.mask).loss
+        lp = model.symbol_logprobs(batch.patches, batch.mask)
+    n = batch.mask[:, 1:].sum() * tiny_config.patch_size
+    assert abs(-lp.sum() / n - loss).item() < 1e-5
+
+
+def test_patch_sampling_uses_that_many_patches(tiny_config):
+    model = BGPT(tiny_config)
+    batch = random_batch(tiny_config)
+    out = model(batch.patches, batch.mask, sample_patches=3)
+    assert out.num_symbols == 3 * tiny_config.patch_size
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_untrained_loss_near_uniform(tiny_config):
+    model = BGPT(tiny_config).eval()
+    with torch.no_grad():
+        loss = model(*(lambda b: (b.patches, b.mask))(random_batch(tiny_config))).loss.item()
+    assert abs(loss - math.log(257)) < 0.3
+
+
+def test_naive_next_byte_logits_match_teacher_forcing(tiny_config):
+    model = BGPT(tiny_config).eval()
+    batch = random_batch(tiny_config, lengths=(20,))
+    s = tiny_config.patch_size
+    with torch.no_grad():
+        lp = model.symbol_logprobs(batch.patches, batch.mask)[0]  # (P-1, S)
+        for i, t in [(0, 0), (2, 1), (3, 3)]:
+            prefix = batch.patches[:, i + 1, :t]
+            logits = model.next_byte_logits_naive(batch.patches[:, : i + 1], prefix)
+            target = batch.patches[0, i + 1, t]
+            assert abs(logits.log_softmax(-1)[0, target] - lp[i, t]) < 1e-5
+    assert PAD == 256 and s == 4
+
+
+def test_gradient_checkpointing_same_gradients(tiny_config):
+    batch = random_batch(tiny_config)
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model = BGPT(tiny_config)
+        model.set_gradient_checkpointing(ckpt)
+        model(batch.patches, batch.mask).loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
