@@ -264,6 +264,24 @@ class BGPT(nn.Module):
             out[where] = torch.cat(picked)
         return out
 
+    def generate(self, prompt: bytes = b"", ext: str = "bin", **kwargs) -> bytes:
+        """Sample a file's bytes after `prompt` (see `bgpt.generate.generate`)."""
+        from bgpt.generate import generate
+
+        return generate(self, prompt=prompt, ext=ext, **kwargs)
+
+    def stream(self, prompt: bytes = b"", ext: str = "bin", **kwargs):
+        """Like `generate`, yielding bytes as they are produced."""
+        from bgpt.generate import stream
+
+        return stream(self, prompt=prompt, ext=ext, **kwargs)
+
+    def convert(self, data: bytes, ext: str, to: str, **kwargs) -> bytes:
+        """Conversion inference: the target file for input `data` (SPEC §3); greedy by default."""
+        from bgpt.generate import convert
+
+        return convert(self, data, ext, to, **kwargs)
+
     @torch.no_grad()
     def next_byte_logits_naive(self, patches: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
         """Logits of the next symbol after complete patches (B, P, S) and a partial patch
