@@ -33,6 +33,9 @@ FORMAT = "bgpt"
 
 # --------------------------------------------------------------------------- writing
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path), then rename over `path`: readers never see a half-written file."""
     path = Path(path)
@@ -43,6 +46,7 @@ def atomic_write(path: Path, write) -> None:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

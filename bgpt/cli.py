@@ -21,6 +21,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "show a model's config and size (reference .pth, saved or run folder)",
     ),
     "import": ("model", "import_", "convert a reference .pth checkpoint into a bgpt model folder"),
+    "train": ("train", "train_", "train a generative model on folders of files (or conversion pairs)"),
+    "train-classifier": ("train", "classifier_", "fine-tune a classifier (label = file name up to '_')"),
+    "eval": ("train", "eval_", "bits per byte (generative) or accuracy (classifier) on folders of files"),
+    "classify": ("train", "classify_", "label files with a classifier"),
+    "pack": ("train", "pack_", "pack folders of files into a few shards read by memory map"),
 }
 
 

@@ -1,0 +1,185 @@
+"""`bgpt train`, `bgpt train-classifier`, `bgpt eval`, `bgpt classify`, `bgpt pack`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bgpt.commands._args import add_fields, collect
+from bgpt.config import BGPTConfig
+from bgpt.errors import BGPTError
+from bgpt.train import MODEL_FIELDS, TrainConfig
+
+RUN_FIELDS = [
+    "eval", "eval_fraction", "config", "conversion", "init", "steps", "epochs", "batch_size", "grad_accum",
+    "lr", "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "sample_patches", "seed", "save_every",
+    "eval_max_files", "log_every", "device", "dtype", "gradient_checkpointing", "compile", "resume", "progress",
+]
+CLASSIFIER_FIELDS = [f for f in RUN_FIELDS if f not in ("conversion", "sample_patches", "config")]
+MODEL_OVERRIDES = [f for f in MODEL_FIELDS]
+
+
+def _add_train(p: argparse.ArgumentParser, fields: list[str], init_required: bool) -> None:
+    p.add_argument("data", nargs="+", help="folders of files or packed sets (bgpt pack)")
+    p.add_argument("--out", required=True, help="run folder to write")
+    add_fields(p, TrainConfig, fields)
+    if init_required:
+        for a in p._actions:
+            if a.dest == "init":
+                a.required = True
+    group = p.add_argument_group("model (overrides of the --config preset)")
+    add_fields(group, BGPTConfig, MODEL_OVERRIDES, dest_prefix="model_", defaults={k: None for k in MODEL_OVERRIDES})
+
+
+def _train_config(args: argparse.Namespace, fields: list[str], task: str) -> TrainConfig:
+    overrides = {k: v for k, v in collect(args, MODEL_OVERRIDES, "model_").items() if v is not None}
+    return TrainConfig(data=args.data, out=args.out, task=task, model_overrides=overrides, **collect(args, fields))
+
+
+def train_add_arguments(p: argparse.ArgumentParser) -> None:
+    _add_train(p, RUN_FIELDS, init_required=False)
+
+
+def train_run(args: argparse.Namespace) -> int:
+    from bgpt.train import train
+
+    train(_train_config(args, RUN_FIELDS, "generate"))
+    return 0
+
+
+def classifier_add_arguments(p: argparse.ArgumentParser) -> None:
+    _add_train(p, CLASSIFIER_FIELDS, init_required=True)
+
+
+def classifier_run(args: argparse.Namespace) -> int:
+    from bgpt.train import train
+
+    train(_train_config(args, CLASSIFIER_FIELDS, "classify"))
+    return 0
+
+
+# ----------------------------------------------------------------------------- eval
+
+def eval_add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="run folder, saved model folder or reference .pth")
+    p.add_argument("data", nargs="+", help="folders of files or packed sets")
+    p.add_argument("--conversion", help="score conversion pairs: 'X->Y' or 'X&Y'")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per batch (default: 8)")
+    p.add_argument("--max-files", type=int, default=None, help="score only the first N files")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--dtype", default="fp32", help="fp32 (exact), bf16 or fp16 (default: fp32)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def eval_run(args: argparse.Namespace) -> int:
+    from bgpt.checkpoint import load
+    from bgpt.data import StreamDataset, open_files
+    from bgpt.device import resolve_device, resolve_dtype
+    from bgpt.evaluate import evaluate_classifier, evaluate_generative
+
+    if args.batch_size < 1 or (args.max_files is not None and args.max_files < 1):
+        raise BGPTError("--batch-size and --max-files must be >= 1")
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    model = load(args.model).to(device)
+    c = model.config
+    warn = (lambda m: print(m, file=sys.stderr))
+    files = open_files(args.data, warn)
+    if c.is_classifier:
+        if args.conversion:
+            raise BGPTError("--conversion is for generative models")
+        ds = StreamDataset(files, c.patch_size, c.max_patches, labels=c.labels or [str(i) for i in range(c.num_classes)], warn=warn)
+        r = evaluate_classifier(model, ds, args.batch_size, device, dtype, args.max_files)
+        if args.json:
+            print(json.dumps(r))
+            return 0
+        print(f"accuracy {r['accuracy']:.4f} on {r['files']} files (mean NLL {r['loss']:.4f})")
+        labels = r["labels"]
+        width = max(8, *(len(x) for x in labels))
+        print("confusion (rows: truth, columns: prediction)")
+        print(" " * width + " ".join(f"{x[:8]:>8}" for x in labels))
+        for name, row in zip(labels, r["confusion"]):
+            print(f"{name:<{width}}" + " ".join(f"{v:>8}" for v in row))
+        return 0
+    ds = StreamDataset(files, c.patch_size, c.max_patches, args.conversion, warn=warn)
+    r = evaluate_generative(model, ds, args.batch_size, device, dtype, args.max_files, progress=not args.json)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"{'extension':<16}{'files':>8}{'bytes':>12}{'BPB':>10}")
+    for ext, v in r["by_ext"].items():
+        print(f"{ext:<16}{v['files']:>8}{v['bytes']:>12}{v['bpb'] if v['bpb'] is None else format(v['bpb'], '.4f'):>10}")
+    print(f"{'all':<16}{r['files']:>8}{r['bytes']:>12}{r['bpb'] if r['bpb'] is None else format(r['bpb'], '.4f'):>10}")
+    if "bpb_input" in r:
+        print(f"input part BPB {r['bpb_input']:.4f} ({r['bytes_input']} bytes), target part BPB {r['bpb_target']:.4f} ({r['bytes_target']} bytes)")
+    print(f"reference loss {r['reference_loss']:.4f} nats per predicted symbol")
+    return 0
+
+
+# ----------------------------------------------------------------------------- classify
+
+def classify_add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a classifier run folder, saved folder or reference .pth")
+    p.add_argument("files", nargs="+", help="files to classify")
+    p.add_argument("--batch-size", type=int, default=8, help="files per batch (default: 8)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+
+
+def classify_run(args: argparse.Namespace) -> int:
+    from bgpt.checkpoint import load
+    from bgpt.data import Example
+    from bgpt.device import resolve_device
+    from bgpt.evaluate import classify_examples
+    from bgpt.stream import encode, extension_of
+
+    device = resolve_device(args.device)
+    model = load(args.model).to(device)
+    c = model.config
+    if not c.is_classifier:
+        raise BGPTError(f"{args.model} is a generative model; train one with bgpt train-classifier")
+    examples = []
+    for i, name in enumerate(args.files):
+        path = Path(name)
+        if not path.is_file():
+            raise BGPTError(f"{name}: no such file")
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise BGPTError(f"{name}: {e.strerror or e}") from None
+        st = encode(data, extension_of(path), c.patch_size)
+        examples.append(Example(st.window(0, c.max_patches), 1, i))
+    probs = classify_examples(model, examples, max(1, args.batch_size), device, __import__("torch").float32)
+    labels = c.labels or [str(i) for i in range(c.num_classes)]
+    for name, p in zip(args.files, probs):
+        k = int(p.argmax())
+        if args.json:
+            print(json.dumps({"file": name, "label": labels[k], "probability": float(p[k]), "probabilities": dict(zip(labels, map(float, p)))}))
+        else:
+            print(f"{name}\t{labels[k]}\t{float(p[k]):.4f}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- pack
+
+def pack_add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folders", nargs="+", help="folders of files to pack")
+    p.add_argument("--out", required=True, help="packed set folder to write")
+
+
+def pack_run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from bgpt.data import PackWriter, open_files
+
+    files = open_files(args.folders, warn=lambda m: print(m, file=sys.stderr))
+    total = 0
+    with PackWriter(args.out) as w:
+        for i in tqdm(range(len(files)), desc="pack", unit="file"):
+            data = files.read(i)
+            w.add(files.names[i], data)
+            total += len(data)
+    print(f"packed {len(files)} files ({total / 1e6:.1f} MB) into {args.out} ({len(w.shard_names)} shard(s))")
+    return 0

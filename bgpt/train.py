@@ -1,0 +1,505 @@
+"""The one training loop: generative (files or conversion pairs) and classification.
+
+A run folder holds everything needed to continue or use the run:
+
+    RUN/config.json      the TrainConfig and the model config
+    RUN/metrics.jsonl    one JSON object per logged step / evaluation
+    RUN/ckpt-<step>/     model.safetensors + config.json + trainer.pt (optimizer, step, RNG)
+    RUN/latest, RUN/best symlinks to checkpoint folders, swapped atomically
+    RUN/loss.png         the loss curve
+
+The data order is a pure function of (seed, step): step k takes global-batch slots
+[k*G, (k+1)*G) of an endless sequence of per-epoch permutations, and each file's crop
+comes from a generator seeded with (seed, epoch, file). The learning rate is a pure
+function of the step. So resuming needs only the step, the optimizer and the torch RNG
+state, and reproduces the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from bgpt.checkpoint import atomic_write, atomic_write_text, load, save_pretrained
+from bgpt.config import BGPTConfig, resolve_config
+from bgpt.data import StreamDataset, label_of, open_files, split_holdout
+from bgpt.device import autocast, resolve_device, resolve_dtype
+from bgpt.errors import BGPTError
+from bgpt.evaluate import evaluate_classifier, evaluate_generative
+from bgpt.model import BGPT, BGPTClassifier, build_model
+from bgpt.stream import ROLE_NONE, collate
+
+LN2 = math.log(2)
+MODEL_FIELDS = ("patch_size", "max_patches", "hidden_size", "patch_layers", "byte_layers", "heads", "dropout")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; every `bgpt train` flag is one field."""
+
+    data: list[str] = field(default_factory=list)
+    """Folders of files or packed sets to train on."""
+    out: str = "runs/bgpt"
+    """Run folder to write (config, metrics, checkpoints, loss curve)."""
+    eval: list[str] = field(default_factory=list)
+    """Folders to evaluate on; default: a deterministic held-out part of the data."""
+    eval_fraction: float = 0.05
+    """Share of the data held out for evaluation when no eval folder is given."""
+    task: str = "generate"
+    """'generate' (next-byte prediction) or 'classify' (label = file name up to '_')."""
+    config: str = "small"
+    """Model preset (small, paper) or a JSON file of BGPTConfig fields."""
+    model_overrides: dict = field(default_factory=dict)
+    """Per-field changes to the model config (hidden_size=..., ...)."""
+    conversion: str | None = None
+    """Train on conversion pairs: 'X->Y' one way or 'X&Y' both ways (pairs by path stem)."""
+    init: str | None = None
+    """Start from these weights: a run folder, a saved model or a reference .pth."""
+    steps: int = 0
+    """Optimizer steps (0: from epochs; neither: 1000)."""
+    epochs: float = 0.0
+    """Passes over the training data, when steps is 0."""
+    batch_size: int = 8
+    """Files per optimizer step, over all processes and accumulation steps."""
+    grad_accum: int = 1
+    """Split each batch into this many sequential micro-batches (same result, less memory)."""
+    lr: float = 3e-4
+    """Peak learning rate (the reference fine-tunes its 110 M model at 1e-5)."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a share of the peak (cosine decay)."""
+    warmup: float = 0.1
+    """Share of the steps spent warming up linearly."""
+    weight_decay: float = 0.01
+    """AdamW weight decay on matrices (not on biases, LayerNorms or positions)."""
+    grad_clip: float = 1.0
+    """Clip the gradient norm to this (0: off)."""
+    sample_patches: int = 0
+    """Train the byte-level decoder on this many random patches per micro-batch (0: all)."""
+    seed: int = 0
+    """Seed of initialisation, data order, crops and dropout."""
+    save_every: int = 200
+    """Save (and evaluate) every this many steps, and at the end."""
+    eval_max_files: int = 200
+    """Files evaluated during training (bgpt eval scores all)."""
+    log_every: int = 10
+    """Write a metrics line every this many steps."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    dtype: str = "auto"
+    """Autocast dtype: auto (bf16), bf16, fp16 (CUDA) or fp32."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, ~30 % more compute."""
+    compile: bool = False
+    """torch.compile the model (helps on CUDA; no gain measured on CPU)."""
+    resume: bool = False
+    """Continue the run in `out` from its latest checkpoint."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        if self.task not in ("generate", "classify"):
+            raise BGPTError(f"task must be generate or classify, got {self.task!r}")
+        checks = {
+            "batch_size": self.batch_size >= 1, "grad_accum": self.grad_accum >= 1, "steps": self.steps >= 0,
+            "epochs": self.epochs >= 0, "lr": 0 < self.lr < 1, "warmup": 0 <= self.warmup < 1,
+            "min_lr_ratio": 0 <= self.min_lr_ratio <= 1, "weight_decay": self.weight_decay >= 0,
+            "grad_clip": self.grad_clip >= 0, "sample_patches": self.sample_patches >= 0,
+            "save_every": self.save_every >= 1, "log_every": self.log_every >= 1,
+            "eval_max_files": self.eval_max_files >= 1, "eval_fraction": 0 < self.eval_fraction < 1,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise BGPTError(f"absurd setting: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+        if self.batch_size % self.grad_accum:
+            raise BGPTError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        unknown = set(self.model_overrides) - set(MODEL_FIELDS)
+        if unknown:
+            raise BGPTError(f"unknown model field(s): {', '.join(sorted(unknown))}")
+
+
+# --------------------------------------------------------------------------- pure functions
+
+def lr_at(step: int, total: int, peak: float, warmup_frac: float = 0.1, min_ratio: float = 0.1) -> float:
+    """Linear warm-up over the first warmup_frac of the steps, then cosine to min_ratio*peak."""
+    warm = int(warmup_frac * total)
+    if step < warm:
+        return peak * (step + 1) / warm
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def items_for_step(step: int, global_batch: int, num_items: int, seed: int) -> list[tuple[int, int]]:
+    """(epoch, item) for the global batch of `step`: consecutive slots of an endless
+    sequence of per-epoch permutations of range(num_items)."""
+    out = []
+    cache: dict[int, np.ndarray] = {}
+    for slot in range(step * global_batch, (step + 1) * global_batch):
+        epoch, pos = divmod(slot, num_items)
+        if epoch not in cache:
+            cache[epoch] = np.random.default_rng((seed, 7919, epoch)).permutation(num_items)
+        out.append((epoch, int(cache[epoch][pos])))
+    return out
+
+
+# --------------------------------------------------------------------------- tasks
+
+class GenerativeTask:
+    """Next-byte prediction; the loss of a step is the mean over all its predicted symbols."""
+
+    def __init__(self, sample_patches: int):
+        self.sample_patches = sample_patches
+
+    def units(self, batch) -> int:
+        n = int(batch.mask[:, 1:].sum())
+        if 0 < self.sample_patches < n:
+            n = self.sample_patches
+        return n * batch.patches.shape[-1]
+
+    def loss_sum(self, model, batch, labels):
+        out = model(batch.patches, batch.mask, sample_patches=self.sample_patches)
+        roles = batch.roles[:, 1:].reshape(-1, batch.patches.shape[-1])[out.rows]  # (N, S)
+        scored = roles != ROLE_NONE
+        data = scored & (batch.patches[:, 1:].reshape(-1, batch.patches.shape[-1])[out.rows] != 256)
+        return out.nll.sum(), {"bits": float(out.nll.detach()[scored].sum()) / LN2, "data_bytes": int(data.sum())}
+
+
+class ClassifyTask:
+    def units(self, batch) -> int:
+        return batch.patches.shape[0]
+
+    def loss_sum(self, model, batch, labels):
+        logits = model(batch.patches, batch.mask).float()
+        loss = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+        return loss, {"correct": int((logits.argmax(-1) == labels).sum()), "count": len(labels)}
+
+
+# --------------------------------------------------------------------------- run folder
+
+def _swap_link(run: Path, name: str, target: str) -> None:
+    tmp = run / f".{name}.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, run / name)
+
+
+def save_checkpoint(run: Path, model, optimizer, step: int, best: float | None, is_best: bool, extra: dict) -> None:
+    """ckpt-<step>/ written under a temporary name, renamed, then the links swapped."""
+    name = f"ckpt-{step:08d}"
+    tmp = run / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_pretrained(model, tmp, extra=extra)
+    state = {"optimizer": optimizer.state_dict(), "step": step, "best": best if best is not None else float("nan"), "torch_rng": torch.get_rng_state()}
+    atomic_write(tmp / "trainer.pt", lambda p: torch.save(state, p))
+    shutil.rmtree(run / name, ignore_errors=True)
+    os.replace(tmp, run / name)
+    _swap_link(run, "latest", name)
+    if is_best:
+        _swap_link(run, "best", name)
+    keep = {os.readlink(run / k) for k in ("latest", "best") if (run / k).is_symlink()}
+    for old in run.glob("ckpt-*"):
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def read_metrics(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill
+            pass
+    return rows
+
+
+def plot_metrics(run: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(run)
+    train = [r for r in rows if "loss" in r]
+    evals = [r for r in rows if "eval_bpb" in r or "eval_accuracy" in r]
+    if not train:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss (nats/symbol)", lw=1)
+    if evals and "eval_bpb" in evals[0]:
+        ax.plot([r["step"] for r in evals], [r["eval_bpb"] for r in evals], "o-", label="eval bits per byte")
+    if evals and "eval_accuracy" in evals[0]:
+        ax.plot([r["step"] for r in evals], [r["eval_accuracy"] for r in evals], "o-", label="eval accuracy")
+    ax.set_xlabel("step")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(run.name)
+    fig.tight_layout()
+    atomic_write(run / "loss.png", lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- set-up
+
+def _dist_setup(device_name: str) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, resolve_device(device_name)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def _build_model(cfg: TrainConfig, labels: list[str] | None, log) -> BGPT | BGPTClassifier:
+    if cfg.init:
+        init = load(cfg.init)
+        config = init.config.replace(**cfg.model_overrides) if cfg.model_overrides else init.config
+        if cfg.task == "classify":
+            config = config.replace(num_classes=len(labels), labels=labels, byte_layers=init.config.byte_layers)
+            model = BGPTClassifier(config)
+            model.patch_decoder.load_state_dict(init.patch_decoder.state_dict())
+            if isinstance(init, BGPTClassifier) and init.config.labels == labels:
+                model.classifier.load_state_dict(init.classifier.state_dict())
+            log(f"classifier initialised from {cfg.init} (patch-level decoder; byte-level decoder dropped)")
+            return model
+        if init.config.is_classifier:
+            raise BGPTError(f"{cfg.init} is a classifier; generative training needs a generative model")
+        model = build_model(config)
+        try:
+            model.load_state_dict(init.state_dict())
+        except RuntimeError:
+            raise BGPTError(f"{cfg.init}: only dropout can be changed when starting from a model, not its shape") from None
+        log(f"initialised from {cfg.init}")
+        return model
+    config = resolve_config(cfg.config, **cfg.model_overrides)
+    if cfg.task == "classify":
+        config = config.replace(num_classes=len(labels), labels=labels)
+    return build_model(config)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "wpe" not in n]
+    other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "wpe" not in n)]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
+
+
+# --------------------------------------------------------------------------- the loop
+
+def train(cfg: TrainConfig) -> dict:
+    """Train as `cfg` says; returns the final report (also printed)."""
+    return run_training(cfg)[0]
+
+
+def run_training(cfg: TrainConfig) -> tuple[dict, torch.nn.Module]:
+    """`train`, also returning the trained model (of this process)."""
+    rank, world, device = _dist_setup(cfg.device)
+    master = rank == 0
+    log = print if master else (lambda *a, **k: None)
+    run = Path(cfg.out)
+    if run.exists() and not run.is_dir():
+        raise BGPTError(f"{run} exists and is not a folder")
+    if master and not cfg.resume and (run / "latest").exists():
+        raise BGPTError(f"{run} already holds a run; use --resume to continue it or another --out")
+    if cfg.resume and not (run / "latest").exists():
+        raise BGPTError(f"{run}: no checkpoint to resume from")
+    if cfg.resume:  # the run's own settings, except those given now that only say how to go on
+        saved = json.loads((run / "config.json").read_text())["train"]
+        defaults = TrainConfig()
+        given = {k: getattr(cfg, k) for k in ("steps", "epochs", "save_every", "log_every", "device", "progress", "eval_max_files") if getattr(cfg, k) != getattr(defaults, k)}
+        cfg = TrainConfig(**{**saved, **given, "resume": True})
+    dtype = resolve_dtype(cfg.dtype, device)
+    micro = cfg.batch_size // cfg.grad_accum
+    if micro % world:
+        raise BGPTError(f"micro-batch {micro} (batch_size / grad_accum) is not divisible by {world} processes")
+    per_rank = micro // world
+
+    # data
+    warn = log
+    files = open_files(cfg.data, warn)
+    if cfg.eval:
+        train_files, eval_files = files, open_files(cfg.eval, warn)
+    else:
+        train_files, eval_files = split_holdout(files, cfg.eval_fraction, seed=cfg.seed)
+    labels = None
+    if cfg.task == "classify":
+        labels = sorted({label_of(n) for n in train_files.names})
+        if len(labels) < 2:
+            raise BGPTError(f"classification needs at least 2 labels, found {labels}")
+        if cfg.resume or cfg.init:
+            prior = load(run if cfg.resume else cfg.init).config
+            if prior.is_classifier and prior.labels and cfg.resume:
+                labels = prior.labels
+
+    torch.manual_seed(cfg.seed)
+    model = load(run / "latest") if cfg.resume else _build_model(cfg, labels, log)
+    config: BGPTConfig = model.config
+    if cfg.task == "generate" and config.is_classifier:
+        raise BGPTError("this run's model is a classifier; use bgpt train-classifier")
+    train_set = StreamDataset(train_files, config.patch_size, config.max_patches, cfg.conversion, labels if cfg.task == "classify" else None, warn)
+    eval_set = StreamDataset(eval_files, config.patch_size, config.max_patches, cfg.conversion, labels if cfg.task == "classify" else None, warn)
+    if cfg.conversion and cfg.task == "classify":
+        raise BGPTError("conversion pairs are for generative training")
+    global_batch = cfg.batch_size
+    steps_per_epoch = max(1, math.ceil(len(train_set) / global_batch))
+    total = cfg.steps or (math.ceil(cfg.epochs * steps_per_epoch) if cfg.epochs else 1000)
+
+    model.to(device)
+    model.set_gradient_checkpointing(cfg.gradient_checkpointing)
+    model.train()
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), fused=False)
+    start, best = 0, None
+    if cfg.resume:
+        state = torch.load(run / "latest" / "trainer.pt", map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        start, best = int(state["step"]), (None if math.isnan(state["best"]) else float(state["best"]))
+        torch.set_rng_state(state["torch_rng"])
+        if master:  # drop metric lines logged after the checkpoint
+            rows = [r for r in read_metrics(run) if r.get("step", 0) <= start]
+            atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        log(f"resuming {run} at step {start}")
+    elif master:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "metrics.jsonl").unlink(missing_ok=True)
+    if master:
+        atomic_write_text(run / "config.json", json.dumps({"train": dataclasses.asdict(cfg), "model": config.to_dict()}, indent=2))
+
+    task = ClassifyTask() if cfg.task == "classify" else GenerativeTask(cfg.sample_patches)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+
+    log(f"{cfg.task}: {len(train_set)} training items, {len(eval_set)} eval items; {model.num_parameters() / 1e6:.2f} M parameters; "
+        f"{total} steps of {global_batch} ({cfg.grad_accum} x {micro}, {world} process(es)); {device}, {str(dtype).removeprefix('torch.')}")
+    metrics_file = open(run / "metrics.jsonl", "a") if master else None  # noqa: SIM115
+    bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not (master and cfg.progress), dynamic_ncols=True)
+    t_start, window_bytes, window_time = time.time(), 0, 0.0
+    last_eval: dict = {}
+    step = start
+    stats_acc: dict[str, float] = {}
+    try:
+        for step in range(start, total):
+            t0 = time.time()
+            lr = lr_at(step, total, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            slots = items_for_step(step, global_batch, len(train_set), cfg.seed)
+            micro_batches = []
+            for m in range(cfg.grad_accum):
+                mine = slots[m * micro + rank * per_rank : m * micro + (rank + 1) * per_rank]
+                examples = [train_set.train_example(item, cfg.seed, epoch) for epoch, item in mine]
+                labels_t = torch.tensor([e.label for e in examples], device=device)
+                micro_batches.append((collate([e.stream for e in examples]).to(device), labels_t))
+            units = torch.tensor(float(sum(task.units(b) for b, _ in micro_batches)), device=device)
+            if world > 1:
+                dist.all_reduce(units)
+            loss_total, nbytes = 0.0, 0
+            step_stats: dict[str, float] = {}
+            for m, (batch, labels_t) in enumerate(micro_batches):
+                sync = m == len(micro_batches) - 1 or world == 1
+                ctx = net.no_sync() if (world > 1 and not sync) else contextlib.nullcontext()
+                with ctx:
+                    with autocast(device, dtype):
+                        loss_sum, stats = task.loss_sum(net, batch, labels_t)
+                    (loss_sum * (world / units)).backward()
+                loss_total += float(loss_sum.detach())
+                nbytes += batch.num_bytes
+                for k, v in stats.items():
+                    step_stats[k] = step_stats.get(k, 0) + v
+            if world > 1:  # the logged loss is the global one
+                t = torch.tensor([loss_total, nbytes, *step_stats.values()], dtype=torch.float64, device=device)
+                dist.all_reduce(t)
+                loss_total, nbytes = float(t[0]), int(t[1])
+                step_stats = dict(zip(step_stats, t[2:].tolist()))
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip else float("inf"))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_total / float(units)
+            window_bytes += nbytes
+            window_time += time.time() - t0
+            for k, v in step_stats.items():
+                stats_acc[k] = stats_acc.get(k, 0) + v
+            done = step + 1
+            if master:
+                row = {"step": done, "loss": loss, "lr": lr, "grad_norm": float(gnorm)}
+                if "data_bytes" in step_stats and step_stats["data_bytes"]:
+                    row["bpb"] = step_stats["bits"] / step_stats["data_bytes"]
+                if "count" in step_stats:
+                    row["accuracy"] = step_stats["correct"] / step_stats["count"]
+                bar.set_postfix(loss=f"{loss:.4f}", **({"bpb": f"{row['bpb']:.3f}"} if "bpb" in row else {}), **{"B/s": f"{window_bytes / max(window_time, 1e-9):.0f}"}, refresh=False)
+                bar.update(1)
+                if done % cfg.log_every == 0 or done == total:
+                    row["bytes_per_s"] = window_bytes / max(window_time, 1e-9)
+                    if "data_bytes" in stats_acc and stats_acc["data_bytes"]:
+                        row["bpb"] = stats_acc["bits"] / stats_acc["data_bytes"]
+                    metrics_file.write(json.dumps(row) + "\n")
+                    metrics_file.flush()
+                    window_bytes, window_time, stats_acc = 0, 0.0, {}
+            if done % cfg.save_every == 0 or done == total:
+                if master:
+                    last_eval = _evaluate(model, eval_set, cfg, device, dtype, per_rank)
+                    score = last_eval.get("eval_bpb", last_eval.get("eval_loss"))
+                    if cfg.task == "classify":
+                        score = -last_eval["eval_accuracy"]
+                    is_best = best is None or (score is not None and score < best)
+                    if is_best:
+                        best = score
+                    metrics_file.write(json.dumps({"step": done, **last_eval}) + "\n")
+                    metrics_file.flush()
+                    save_checkpoint(run, model, optimizer, done, best, is_best, {"step": done, **last_eval})
+                    plot_metrics(run)
+                if world > 1:
+                    dist.barrier()
+    finally:
+        bar.close()
+        if metrics_file:
+            metrics_file.close()
+    elapsed = time.time() - t_start
+    report = {"run": str(run), "steps": total, "seconds": round(elapsed, 1), **last_eval}
+    if master:
+        rows = [r for r in read_metrics(run) if "loss" in r]
+        if rows:
+            report["train_loss"] = rows[-1]["loss"]
+            if "bpb" in rows[-1]:
+                report["train_bpb"] = rows[-1]["bpb"]
+        lines = [f"trained {total - start} steps in {elapsed:.0f} s"]
+        if "train_loss" in report:
+            lines.append(f"train loss {report['train_loss']:.4f}" + (f", train BPB {report['train_bpb']:.3f}" if "train_bpb" in report else ""))
+        if "eval_bpb" in last_eval:
+            lines.append(f"eval BPB {last_eval['eval_bpb']:.4f} on {last_eval['eval_files']} files (reference loss {last_eval['eval_loss']:.4f})")
+        if "eval_accuracy" in last_eval:
+            lines.append(f"eval accuracy {last_eval['eval_accuracy']:.4f} on {last_eval['eval_files']} files")
+        lines.append(f"run folder: {run} (best checkpoint: {os.readlink(run / 'best') if (run / 'best').is_symlink() else '-'}; loss curve: {run / 'loss.png'})")
+        log("\n".join(lines))
+    return report, model
+
+
+def _evaluate(model, eval_set: StreamDataset, cfg: TrainConfig, device, dtype, batch_size: int) -> dict:
+    if cfg.task == "classify":
+        r = evaluate_classifier(model, eval_set, batch_size, device, dtype, cfg.eval_max_files)
+        return {"eval_accuracy": r["accuracy"], "eval_loss": r["loss"], "eval_files": r["files"]}
+    r = evaluate_generative(model, eval_set, batch_size, device, dtype, cfg.eval_max_files)
+    out = {"eval_bpb": r["bpb"], "eval_loss": r["reference_loss"], "eval_files": r["files"]}
+    if "bpb_target" in r:
+        out["eval_bpb_input"], out["eval_bpb_target"] = r["bpb_input"], r["bpb_target"]
+    return out

@@ -1,0 +1,310 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import bgpt
+from bgpt.cli import main
+from bgpt.data import PackedSet, PackWriter, open_files, pair_by_stem, parse_conversion, split_holdout
+from bgpt.errors import BGPTError
+from bgpt.train import TrainConfig, items_for_step, lr_at, read_metrics, run_training
+
+TINY = {"patch_size": 4, "max_patches": 32, "hidden_size": 32, "patch_layers": 2, "byte_layers": 1, "heads": 2, "dropout": 0.0}
+
+
+def make_text_folder(root: Path, n: int = 24, seed: int = 0) -> Path:
+    """Small files with learnable structure: repeated words from a tiny vocabulary."""
+    rng = np.random.default_rng(seed)
+    words = ["alpha", "beta", "gamma", "delta", "one", "two", "three"]
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        text = " ".join(rng.choice(words, size=rng.integers(8, 30))) + "\n"
+        (root / f"f{i:03d}.txt").write_text(text)
+    return root
+
+
+def cfg(tmp_path: Path, data: Path, **kw) -> TrainConfig:
+    base = dict(data=[str(data)], out=str(tmp_path / "run"), model_overrides=TINY, steps=20, batch_size=4, lr=3e-3, save_every=10,
+                log_every=1, seed=1, dtype="fp32", progress=False, eval_max_files=8)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_lr_schedule_is_a_pure_function():
+    assert lr_at(0, 100, 1.0) == pytest.approx(0.1)  # warm-up: 10 steps
+    assert lr_at(9, 100, 1.0) == pytest.approx(1.0)
+    assert lr_at(10, 100, 1.0) == pytest.approx(1.0)  # cosine starts at the peak
+    assert lr_at(55, 100, 1.0) == pytest.approx(0.1 + 0.9 * 0.5)  # half way
+    assert lr_at(100, 100, 1.0) == pytest.approx(0.1)  # ends at min_ratio
+    assert lr_at(5, 100, 2.0, warmup_frac=0.0, min_ratio=0.0) == pytest.approx(2.0 * 0.5 * (1 + math.cos(math.pi * 0.05)))
+
+
+def test_data_order_is_epochs_of_permutations():
+    slots = [it for s in range(5) for it in items_for_step(s, 4, 10, seed=3)]
+    assert sorted(i for e, i in slots[:10]) == list(range(10))  # epoch 0 is a permutation
+    assert sorted(i for e, i in slots[10:20]) == list(range(10))
+    assert [e for e, _ in slots] == [0] * 10 + [1] * 10
+    assert items_for_step(2, 4, 10, 3) == slots[8:12]  # a pure function of the step
+
+
+def test_folder_scan_skips_hidden_and_reports_loops(tmp_path):
+    root = tmp_path / "d"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_text("a")
+    (root / ".hidden").write_text("h")
+    (root / ".git").mkdir()
+    (root / ".git" / "x").write_text("x")
+    (root / "sub" / "b.bin").write_bytes(b"\x00")
+    os.symlink(root, root / "sub" / "loop")
+    warnings = []
+    files = open_files([root], warn=warnings.append)
+    assert files.names == ["a.txt", "sub/b.bin"]
+    assert any("symlink loop" in w for w in warnings)
+
+
+def test_pack_round_trip_and_truncation(tmp_path):
+    data = make_text_folder(tmp_path / "d", 10)
+    files = open_files([data])
+    with PackWriter(tmp_path / "p", shard_bytes=200) as w:
+        for i in range(len(files)):
+            w.add(files.names[i], files.read(i))
+    packed = PackedSet(tmp_path / "p")
+    assert len(packed.shards) > 1
+    assert packed.names == files.names
+    assert all(packed.read(i) == files.read(i) for i in range(len(files)))
+    shard = tmp_path / "p" / "shard-00000.bin"
+    shard.write_bytes(shard.read_bytes()[:-5])
+    with pytest.raises(BGPTError, match="truncated"):
+        PackedSet(tmp_path / "p")
+
+
+def test_holdout_split_is_deterministic_and_disjoint(tmp_path):
+    files = open_files([make_text_folder(tmp_path / "d", 40)])
+    a_train, a_eval = split_holdout(files, 0.2, seed=0)
+    b_train, b_eval = split_holdout(files, 0.2, seed=0)
+    assert a_eval.names == b_eval.names and a_train.names == b_train.names
+    assert not set(a_train.names) & set(a_eval.names)
+    assert len(a_train) + len(a_eval) == 40 and len(a_eval) > 0
+
+
+def test_conversion_pairs_by_stem(tmp_path):
+    root = tmp_path / "pairs"
+    (root / "x").mkdir(parents=True)
+    for stem in ("a", "b", "x/c"):
+        (root / f"{stem}.abc").write_text(f"X:{stem}")
+        (root / f"{stem}.mid").write_bytes(b"MThd" + stem.encode())
+    (root / "lonely.abc").write_text("X:1")
+    files = open_files([root])
+    pairs = pair_by_stem(files, "abc", "mid", warn=lambda m: None)
+    assert [(files.names[x], files.names[y]) for x, y in pairs] == [("a.abc", "a.mid"), ("b.abc", "b.mid"), ("x/c.abc", "x/c.mid")]
+    assert parse_conversion("abc&mid") == [("abc", "mid"), ("mid", "abc")]
+    with pytest.raises(BGPTError):
+        parse_conversion("abc")
+
+
+def test_training_cuts_bpb(tmp_path):
+    """250 steps on a tiny vocabulary of words: BPB from ~8 (untrained) to under 1.5 held out."""
+    data = make_text_folder(tmp_path / "d", 40)
+    report, _ = run_training(cfg(tmp_path, data, steps=250, save_every=250, log_every=1))
+    first = read_metrics(tmp_path / "run")[0]
+    assert first["step"] == 1 and first["bpb"] > 7.0  # untrained: ~8 bits per byte
+    assert report["eval_bpb"] < 1.5, report
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
+    model = bgpt.load(tmp_path / "run")
+    assert model.config.hidden_size == 32
+
+
+def test_grad_accumulation_matches_one_batch(tmp_path):
+    data = make_text_folder(tmp_path / "d", 16)
+    a, _ = run_training(cfg(tmp_path, data, steps=3, out=str(tmp_path / "a")))
+    b, _ = run_training(cfg(tmp_path, data, steps=3, grad_accum=2, out=str(tmp_path / "b")))
+    la = [r["loss"] for r in read_metrics(tmp_path / "a") if "loss" in r]
+    lb = [r["loss"] for r in read_metrics(tmp_path / "b") if "loss" in r]
+    assert la == pytest.approx(lb, abs=1e-5)
+
+
+def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
+    data = make_text_folder(tmp_path / "d", 16)
+    run_training(cfg(tmp_path, data, out=str(tmp_path / "full"), model_overrides={**TINY, "dropout": 0.1}))
+    full = [r for r in read_metrics(tmp_path / "full") if "loss" in r]
+
+    calls = {"n": 0}
+    real_step = torch.optim.AdamW.step
+
+    def dying_step(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 14:  # after the checkpoint at step 10, before the one at 20
+            raise KeyboardInterrupt
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", dying_step)
+    c = cfg(tmp_path, data, out=str(tmp_path / "cut"), model_overrides={**TINY, "dropout": 0.1})
+    with pytest.raises(KeyboardInterrupt):
+        run_training(c)
+    monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
+    assert os.readlink(tmp_path / "cut" / "latest") == "ckpt-00000010"
+    run_training(TrainConfig(out=c.out, resume=True, progress=False))
+    resumed = [r for r in read_metrics(tmp_path / "cut") if "loss" in r]
+    assert [r["step"] for r in resumed] == list(range(1, 21))
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in full]  # exactly, dropout included
+
+
+@pytest.mark.slow
+def test_kill_9_never_corrupts_and_resumes(tmp_path):
+    data = make_text_folder(tmp_path / "d", 16)
+    args = [sys.executable, "-m", "bgpt.cli", "train", str(data), "--out", str(tmp_path / "run"), "--steps", "400", "--save-every", "3",
+            "--batch-size", "4", "--dtype", "fp32", "--no-progress", "--hidden-size", "32", "--patch-layers", "1", "--byte-layers", "1",
+            "--max-patches", "32", "--patch-size", "4", "--log-every", "1"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not (tmp_path / "run" / "latest").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.7)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    model = bgpt.load(tmp_path / "run")  # whatever moment it died at, the run loads
+    assert model.config.hidden_size == 32
+    step = int(os.readlink(tmp_path / "run" / "latest").split("-")[1])
+    assert 0 < step < 400
+    assert main(args[3:] + ["--resume", "--steps", str(step + 3)]) == 0
+    rows = [r for r in read_metrics(tmp_path / "run") if "loss" in r]
+    assert [r["step"] for r in rows] == list(range(1, step + 4))
+
+
+def test_classifier_learns_toy_separable_set(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "cls"
+    root.mkdir()
+    for i in range(30):  # "low" files use bytes 0..63, "high" files 192..255
+        (root / f"low_{i}.bin").write_bytes(rng.integers(0, 64, rng.integers(10, 60)).astype(np.uint8).tobytes())
+        (root / f"high_{i}.bin").write_bytes(rng.integers(192, 256, rng.integers(10, 60)).astype(np.uint8).tobytes())
+    gen, _ = run_training(cfg(tmp_path, root, steps=5, out=str(tmp_path / "gen")))
+    report, _ = run_training(cfg(tmp_path, root, task="classify", init=str(tmp_path / "gen"), steps=60, save_every=60, out=str(tmp_path / "clf"), model_overrides={}))
+    assert report["eval_accuracy"] >= 0.95
+    model = bgpt.load(tmp_path / "clf")
+    assert model.config.labels == ["high", "low"]
+    (tmp_path / "x.bin").write_bytes(bytes([200, 210, 220] * 10))
+    assert main(["classify", str(tmp_path / "clf"), str(tmp_path / "x.bin"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["label"] == "high" and out["probability"] > 0.5
+    assert main(["eval", str(tmp_path / "clf"), str(root), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["accuracy"] >= 0.95 and np.array(r["confusion"]).sum() == 60
+
+
+def test_eval_json_counts_and_breakdown(tmp_path, capsys):
+    data = make_text_folder(tmp_path / "d", 6)
+    (data / "long.bin").write_bytes(bytes(range(256)) * 2)  # 512 bytes: several windows
+    run_training(cfg(tmp_path, data, steps=2))
+    assert main(["eval", str(tmp_path / "run"), str(data), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    sizes = sum(p.stat().st_size for p in data.iterdir())
+    assert r["files"] == 7 and r["bytes"] == sizes
+    assert set(r["by_ext"]) == {"txt", "bin"} and r["by_ext"]["bin"]["bytes"] == 512
+    assert 5 < r["bpb"] < 9 and 3 < r["reference_loss"] < 6
+
+
+def test_eval_single_file_reference_loss(tmp_path, capsys):
+    """For one file, reference_loss is the reference model's own loss on it."""
+    from bgpt.stream import collate, encode
+
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "f000.txt").write_text("alpha beta gamma alpha beta\n" * 3)  # 84 bytes: 23 patches
+    run_training(cfg(tmp_path, data, steps=1, eval_fraction=0.5, eval=[str(data)]))
+    model = bgpt.load(tmp_path / "run").eval()
+    batch = collate([encode((data / "f000.txt").read_bytes(), "txt", 4)])
+    with torch.no_grad():
+        expect = model(batch.patches, batch.mask).loss.item()
+    main(["eval", str(tmp_path / "run"), str(data), "--json"])
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["reference_loss"] == pytest.approx(expect, abs=1e-5)
+
+
+def test_conversion_eval_reports_both_parts(tmp_path, capsys):
+    root = tmp_path / "pairs"
+    root.mkdir()
+    for i in range(6):
+        (root / f"t{i}.abc").write_text(f"X:{i}\nabcabc\n")
+        (root / f"t{i}.mid").write_bytes(bytes([i]) * (10 + i))
+    run_training(cfg(tmp_path, root, steps=2, conversion="abc->mid", eval=[str(root)]))
+    assert main(["eval", str(tmp_path / "run"), str(root), "--conversion", "abc->mid", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["bytes_input"] == sum(len(f"X:{i}\nabcabc\n") for i in range(6))
+    assert r["bytes_target"] == sum(10 + i for i in range(6))
+    assert r["bpb_input"] > 0 and r["bpb_target"] > 0
+    assert set(r["by_ext"]) == {"abc->mid"}
+
+
+def one_line_error(capsys, argv, match):
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0], err
+
+
+def test_bad_inputs_one_line_errors(tmp_path, capsys):
+    data = make_text_folder(tmp_path / "d", 4)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "bad.pth").write_bytes(b"junk")
+    out = ["--out", str(tmp_path / "run")]
+    one_line_error(capsys, ["train", str(tmp_path / "nope")] + out, "no such folder")
+    one_line_error(capsys, ["train", str(tmp_path / "empty")] + out, "no files")
+    one_line_error(capsys, ["train", str(tmp_path / "file.txt")] + out, "is a file")
+    one_line_error(capsys, ["train", str(data), "--batch-size", "0"] + out, "absurd setting")
+    one_line_error(capsys, ["train", str(data), "--lr", "5"] + out, "absurd setting")
+    one_line_error(capsys, ["train", str(data), "--hidden-size", "100", "--heads", "3"] + out, "divisible")
+    one_line_error(capsys, ["train", str(data), "--init", str(tmp_path / "bad.pth")] + out, "not a loadable")
+    one_line_error(capsys, ["train", str(data), "--resume"] + out, "no checkpoint to resume")
+    one_line_error(capsys, ["train", str(data), "--conversion", "abc->mid"] + out, "no .abc/.mid pairs")
+    one_line_error(capsys, ["train", str(data), "--conversion", "abc"] + out, "expected 'X->Y'")
+    one_line_error(capsys, ["train", str(data), "--config", "giant"] + out, "neither a preset")
+    one_line_error(capsys, ["train-classifier", str(data), "--init", str(tmp_path / "bad.pth")] + out, "no label")
+    one_line_error(capsys, ["eval", str(tmp_path / "bad.pth"), str(data)], "not a loadable")
+    one_line_error(capsys, ["classify", str(tmp_path / "bad.pth"), str(tmp_path / "file.txt")], "not a loadable")
+    one_line_error(capsys, ["pack", str(tmp_path / "empty"), "--out", str(tmp_path / "p")], "no files")
+    assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def test_existing_run_needs_resume(tmp_path, capsys):
+    data = make_text_folder(tmp_path / "d", 6)
+    run_training(cfg(tmp_path, data, steps=1))
+    one_line_error(capsys, ["train", str(data), "--out", str(tmp_path / "run")], "already holds a run")
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, config: dict, result_dir: str):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    _, model = run_training(TrainConfig(**config))
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    torch.save(flat, Path(result_dir) / f"params{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_single_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    data = make_text_folder(tmp_path / "d", 16)
+    base = cfg(tmp_path, data, steps=4, save_every=4, model_overrides={**TINY, "dropout": 0.0})
+    single, model = run_training(base)
+    single_losses = [r["loss"] for r in read_metrics(tmp_path / "run") if "loss" in r]
+    config = dict(base.__dict__, out=str(tmp_path / "ddp"))
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), config, str(tmp_path)), nprocs=2, join=True)
+    p0, p1 = torch.load(tmp_path / "params0.pt"), torch.load(tmp_path / "params1.pt")
+    assert torch.equal(p0, p1)  # ranks stay in sync
+    ddp_losses = [r["loss"] for r in read_metrics(tmp_path / "ddp") if "loss" in r]
+    assert ddp_losses == pytest.approx(single_losses, abs=1e-5)
+    ref = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert (p0 - ref).abs().max() < 1e-4
