@@ -1,0 +1,231 @@
+"""The CPU-states dataset: random programs, their traces, one ``<md5>.bin`` file each.
+
+Layout (as the reference): ``OUT/train/<md5>.bin`` and ``OUT/test/<md5>.bin``, each an
+instance file (see bgpt.tasks.cpu.simulator), named by the MD5 of its program text.
+
+What a seed means: the test set is drawn from one random stream and the train set
+from another (both spawned from ``seed``), the test set first, each in chunks of
+``CHUNK`` programs. A program already in either set is skipped (the name depends on the
+program only, not on its random start state), so the sets hold distinct programs and
+never share one; drawing goes on until the counts are met. The same arguments give the
+same files, byte for byte, and a larger ``n_train`` extends a smaller one's train set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bgpt.errors import BGPTError
+from bgpt.tasks.cpu.isa import (
+    ACC_INDEX,
+    MAX_PROGRAM_LEN,
+    MEMORY_SIZE,
+    MIN_INSTANCE_SIZE,
+    REGS_SLICE,
+    STATE_SIZE,
+    count_words,
+)
+from bgpt.tasks.cpu.simulator import (
+    InvalidInstanceError,
+    program_names,
+    random_programs,
+    random_start,
+    run_program,
+    simulate_batch,
+)
+
+CHUNK = 4096  # programs drawn at a time; part of what a seed means
+STALL_CHUNKS = 256  # give up after this many chunks in a row bring no new program
+
+Item = tuple[str, tuple[memoryview, memoryview]]  # file name, (memory, states) bytes
+
+
+@dataclass(frozen=True)
+class GenerateReport:
+    """What ``generate_dataset`` wrote."""
+
+    out_dir: Path
+    n_train: int
+    n_test: int
+    seconds: float
+    packed: bool
+
+
+def count_programs(min_len: int, max_len: int) -> int:
+    """Number of distinct programs with lengths in [min_len, max_len] (final HLT included)."""
+    v = count_words()
+    return sum(v ** (n - 1) for n in range(min_len, max_len + 1))
+
+
+def check_settings(n_train: int, n_test: int, min_len: int, max_len: int, seed: int) -> None:
+    """Raise BGPTError for settings that cannot make a dataset."""
+    for name, value in (
+        ("n_train", n_train),
+        ("n_test", n_test),
+        ("min_len", min_len),
+        ("max_len", max_len),
+        ("seed", seed),
+    ):
+        if not isinstance(value, int | np.integer) or isinstance(value, bool):
+            raise BGPTError(f"{name} must be an integer, got {value!r}")
+    if n_train < 0 or n_test < 0:
+        raise BGPTError(f"instance counts must be >= 0, got train={n_train} test={n_test}")
+    if not 1 <= min_len <= max_len <= MAX_PROGRAM_LEN:
+        raise BGPTError(
+            f"program lengths must satisfy 1 <= min-len <= max-len <= {MAX_PROGRAM_LEN}, got min-len={min_len} max-len={max_len}"
+        )
+    if seed < 0:
+        raise BGPTError(f"seed must be >= 0, got {seed}")
+    available = count_programs(min_len, max_len)
+    if n_train + n_test > available:
+        raise BGPTError(
+            f"only {available} distinct programs have {min_len}..{max_len} instructions, "
+            f"fewer than the {n_train + n_test} train + test instances asked for"
+        )
+
+
+def _unique_instances(
+    rng: np.random.Generator, min_len: int, max_len: int, taken: set[str]
+) -> Iterator[list[Item]]:
+    """Chunks of instances with distinct names that are not in ``taken``.
+
+    The caller adds the names it uses to ``taken`` before asking for the next chunk.
+    """
+    stalled = 0
+    while True:
+        memory, lengths = random_programs(rng, CHUNK, min_len, max_len)
+        batch = simulate_batch(memory, random_start(rng, CHUNK))
+        fresh, seen = [], set()
+        for name, parts in zip(program_names(memory, lengths), batch.parts(), strict=True):
+            if name not in taken and name not in seen:
+                seen.add(name)
+                fresh.append((name + ".bin", parts))
+        stalled = 0 if fresh else stalled + 1
+        if stalled >= STALL_CHUNKS:
+            raise BGPTError(
+                f"no new distinct program in {STALL_CHUNKS * CHUNK} draws after {len(taken)}: "
+                "ask for fewer instances or longer programs"
+            )
+        yield fresh
+
+
+def _write_files(folder: Path, items: list[Item]) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+    for name, parts in items:
+        fd = os.open(folder / name, flags, 0o644)
+        try:
+            if hasattr(os, "writev"):
+                os.writev(fd, parts)
+            else:
+                os.write(fd, b"".join(parts))
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _folder_writer(folder: Path) -> Iterator[Callable[[list[Item]], None]]:
+    """One file per instance, written on a background thread (file I/O releases the GIL)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pending: list[Future] = []
+
+    def add_many(items: list[Item]) -> None:
+        while len(pending) >= 2:  # bound the memory held by queued chunks
+            pending.pop(0).result()
+        pending.append(pool.submit(_write_files, folder, items))
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield add_many
+        for f in pending:
+            f.result()
+
+
+@contextlib.contextmanager
+def _packed_writer(folder: Path) -> Iterator[Callable[[list[Item]], None]]:
+    from bgpt.data import PackWriter  # the packed-dataset format lives in the core
+
+    with PackWriter(folder) as w:
+        yield lambda items: [
+            w.add(name, bytes(memory) + bytes(states)) for name, (memory, states) in items
+        ]
+
+
+def _check_empty(folder: Path) -> None:
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise BGPTError(f"{folder} already exists and is not an empty folder: choose another --out")
+
+
+def generate_dataset(
+    out_dir: str | os.PathLike,
+    n_train: int,
+    n_test: int,
+    min_len: int = 1,
+    max_len: int = MAX_PROGRAM_LEN,
+    seed: int = 0,
+    packed: bool = False,
+    progress: bool = True,
+) -> GenerateReport:
+    """Write ``n_train`` + ``n_test`` random instances to ``out_dir/train`` and ``out_dir/test``.
+
+    With ``packed``, each split is written through ``bgpt.data.PackWriter`` instead of
+    one file per instance. Deterministic for the arguments (see the module docstring).
+    """
+    check_settings(n_train, n_test, min_len, max_len, seed)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise BGPTError(f"{out} exists and is not a folder")
+    for split in ("train", "test"):
+        _check_empty(out / split)
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    streams = np.random.SeedSequence(seed).spawn(2)
+    taken: set[str] = set()
+    try:
+        with tqdm(
+            total=n_train + n_test, unit="inst", desc="cpu instances", disable=not progress
+        ) as bar:
+            for split, count, stream in (
+                ("test", n_test, streams[0]),
+                ("train", n_train, streams[1]),
+            ):
+                chunks = _unique_instances(np.random.default_rng(stream), min_len, max_len, taken)
+                with (_packed_writer if packed else _folder_writer)(out / split) as add_many:
+                    left = count
+                    while left > 0:
+                        items = next(chunks)[:left]
+                        taken.update(name[: -len(".bin")] for name, _ in items)
+                        add_many(items)
+                        left -= len(items)
+                        bar.update(len(items))
+    except OSError as e:
+        raise BGPTError(f"cannot write the dataset: {e}") from e
+    return GenerateReport(out, n_train, n_test, time.perf_counter() - t0, packed)
+
+
+def true_trace(data: bytes, start_state: bytes | None = None) -> list[bytes]:
+    """The states the simulator records for a program, for checking predicted ones.
+
+    ``true_trace(instance)`` re-runs the program in the instance's first 1024 bytes from
+    its first state (only that state's ACC and registers are used; later bytes may be
+    missing or wrong); ``true_trace(memory, start_state)`` does the same from parts.
+    """
+    data = bytes(data)
+    if start_state is None:
+        if len(data) < MIN_INSTANCE_SIZE:
+            raise InvalidInstanceError(
+                f"an instance needs at least {MIN_INSTANCE_SIZE} bytes (memory and the start state), got {len(data)}"
+            )
+        memory, start_state = data[:MEMORY_SIZE], data[MEMORY_SIZE:MIN_INSTANCE_SIZE]
+    else:
+        memory, start_state = data, bytes(start_state)
+        if len(start_state) != STATE_SIZE:
+            raise InvalidInstanceError(f"a state is {STATE_SIZE} bytes, got {len(start_state)}")
+    return run_program(memory, start_state[ACC_INDEX], list(start_state[REGS_SLICE]))
