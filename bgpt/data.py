@@ -307,7 +307,8 @@ class StreamDataset:
         self.max_patches = max_patches
         self.items: list[tuple[int, ...]]
         if conversion:
-            self.items = [pair + (a, b) for a, b in parse_conversion(conversion) for pair in pair_by_stem(files, a, b, warn)]
+            per_direction = [[pair + (a, b) for pair in pair_by_stem(files, a, b, warn)] for a, b in parse_conversion(conversion)]
+            self.items = [it for group in zip(*per_direction) for it in group]  # directions interleaved
         else:
             self.items = [(i,) for i in range(len(files))]
         self.labels = labels

@@ -76,13 +76,13 @@ def evaluate_generative(
         return b / m if m else None
 
     total_bits, total_bytes = float(bits.sum()), int(nbytes.sum())
-    by_ext: dict[str, list] = defaultdict(lambda: [0.0, 0, 0])
+    by_ext: dict[str, list] = defaultdict(lambda: [np.zeros(2), np.zeros(2, dtype=np.int64), 0])
     for i in range(n):
         it = dataset.items[i]
         key = f"{it[2]}->{it[3]}" if len(it) > 1 else (extension_of(dataset.files.names[it[0]]) or "(none)")
         acc = by_ext[key]
-        acc[0] += bits[i].sum()
-        acc[1] += int(nbytes[i].sum())
+        acc[0] += bits[i]
+        acc[1] += nbytes[i]
         acc[2] += 1
     out = {
         "bpb": bpb(total_bits, total_bytes),
@@ -90,12 +90,22 @@ def evaluate_generative(
         "files": n,
         "bytes": total_bytes,
         "bits": total_bits,
-        "by_ext": {k: {"bpb": bpb(v[0], v[1]), "bytes": v[1], "files": v[2]} for k, v in sorted(by_ext.items())},
+        "by_ext": {k: _breakdown(*v) for k, v in sorted(by_ext.items())},
     }
     if any(len(it) > 1 for it in dataset.items[:n]):
         out["bpb_input"] = bpb(float(bits[:, 0].sum()), int(nbytes[:, 0].sum()))
         out["bpb_target"] = bpb(float(bits[:, 1].sum()), int(nbytes[:, 1].sum()))
         out["bytes_input"], out["bytes_target"] = int(nbytes[:, 0].sum()), int(nbytes[:, 1].sum())
+    return out
+
+
+def _breakdown(bits: np.ndarray, nbytes: np.ndarray, files: int) -> dict:
+    """BPB of a group of files; for conversion pairs also of its input and target parts
+    (so 'abc->mid' and 'mid->abc' give the paper's BPB_abc and BPB_midi per direction)."""
+    out = {"bpb": float(bits.sum() / nbytes.sum()) if nbytes.sum() else None, "bytes": int(nbytes.sum()), "files": files}
+    if nbytes[1]:
+        out["bpb_input"] = float(bits[0] / nbytes[0]) if nbytes[0] else None
+        out["bpb_target"] = float(bits[1] / nbytes[1])
     return out
 
 

@@ -242,6 +242,11 @@ def test_conversion_eval_reports_both_parts(tmp_path, capsys):
     assert r["bytes_target"] == sum(10 + i for i in range(6))
     assert r["bpb_input"] > 0 and r["bpb_target"] > 0
     assert set(r["by_ext"]) == {"abc->mid"}
+    assert r["by_ext"]["abc->mid"]["bpb_target"] == pytest.approx(r["bpb_target"])
+    assert main(["eval", str(tmp_path / "run"), str(root), "--conversion", "abc&mid", "--json"]) == 0
+    both = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert both["by_ext"]["abc->mid"]["bpb_target"] == pytest.approx(r["bpb_target"])  # per direction
+    assert both["by_ext"]["mid->abc"]["bytes"] == r["bytes"]
 
 
 def one_line_error(capsys, argv, match):

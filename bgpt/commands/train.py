@@ -13,7 +13,7 @@ from bgpt.errors import BGPTError
 from bgpt.train import MODEL_FIELDS, TrainConfig
 
 RUN_FIELDS = [
-    "eval", "eval_fraction", "config", "conversion", "init", "steps", "epochs", "batch_size", "grad_accum",
+    "eval", "eval_fraction", "config", "conversion", "init", "steps", "epochs", "minutes", "batch_size", "grad_accum",
     "lr", "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "sample_patches", "seed", "save_every",
     "eval_max_files", "log_every", "device", "dtype", "gradient_checkpointing", "compile", "resume", "progress",
 ]
@@ -110,7 +110,8 @@ def eval_run(args: argparse.Namespace) -> int:
         return 0
     print(f"{'extension':<16}{'files':>8}{'bytes':>12}{'BPB':>10}")
     for ext, v in r["by_ext"].items():
-        print(f"{ext:<16}{v['files']:>8}{v['bytes']:>12}{v['bpb'] if v['bpb'] is None else format(v['bpb'], '.4f'):>10}")
+        parts = f"   (input {v['bpb_input']:.4f}, target {v['bpb_target']:.4f})" if v.get("bpb_input") is not None else ""
+        print(f"{ext:<16}{v['files']:>8}{v['bytes']:>12}{v['bpb'] if v['bpb'] is None else format(v['bpb'], '.4f'):>10}{parts}")
     print(f"{'all':<16}{r['files']:>8}{r['bytes']:>12}{r['bpb'] if r['bpb'] is None else format(r['bpb'], '.4f'):>10}")
     if "bpb_input" in r:
         print(f"input part BPB {r['bpb_input']:.4f} ({r['bytes_input']} bytes), target part BPB {r['bpb_target']:.4f} ({r['bytes_target']} bytes)")
