@@ -71,6 +71,8 @@ class TrainConfig:
     """Optimizer steps (0: from epochs; neither: 1000)."""
     epochs: float = 0.0
     """Passes over the training data, when steps is 0."""
+    minutes: float = 0.0
+    """Train for about this long instead: the step count is set from timed trial steps."""
     batch_size: int = 8
     """Files per optimizer step, over all processes and accumulation steps."""
     grad_accum: int = 1
@@ -113,7 +115,7 @@ class TrainConfig:
             raise BGPTError(f"task must be generate or classify, got {self.task!r}")
         checks = {
             "batch_size": self.batch_size >= 1, "grad_accum": self.grad_accum >= 1, "steps": self.steps >= 0,
-            "epochs": self.epochs >= 0, "lr": 0 < self.lr < 1, "warmup": 0 <= self.warmup < 1,
+            "epochs": self.epochs >= 0, "minutes": self.minutes >= 0, "lr": 0 < self.lr < 1, "warmup": 0 <= self.warmup < 1,
             "min_lr_ratio": 0 <= self.min_lr_ratio <= 1, "weight_decay": self.weight_decay >= 0,
             "grad_clip": self.grad_clip >= 0, "sample_patches": self.sample_patches >= 0,
             "save_every": self.save_every >= 1, "log_every": self.log_every >= 1,
@@ -200,7 +202,7 @@ def save_checkpoint(run: Path, model, optimizer, step: int, best: float | None, 
     tmp = run / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     save_pretrained(model, tmp, extra=extra)
-    state = {"optimizer": optimizer.state_dict(), "step": step, "best": best if best is not None else float("nan"), "torch_rng": torch.get_rng_state()}
+    state = {"optimizer": optimizer.state_dict(), "step": step, "total": extra["total"], "best": best if best is not None else float("nan"), "torch_rng": torch.get_rng_state()}
     atomic_write(tmp / "trainer.pt", lambda p: torch.save(state, p))
     shutil.rmtree(run / name, ignore_errors=True)
     os.replace(tmp, run / name)
@@ -360,10 +362,23 @@ def run_training(cfg: TrainConfig) -> tuple[dict, torch.nn.Module]:
         raise BGPTError("conversion pairs are for generative training")
     global_batch = cfg.batch_size
     steps_per_epoch = max(1, math.ceil(len(train_set) / global_batch))
-    total = cfg.steps or (math.ceil(cfg.epochs * steps_per_epoch) if cfg.epochs else 1000)
-
     model.to(device)
     model.set_gradient_checkpointing(cfg.gradient_checkpointing)
+    task = ClassifyTask() if cfg.task == "classify" else GenerativeTask(cfg.sample_patches)
+    if cfg.resume:
+        total = int(torch.load(run / "latest" / "trainer.pt", map_location="cpu", weights_only=True)["total"])
+        total = cfg.steps or total
+    elif cfg.steps or cfg.epochs or not cfg.minutes:
+        total = cfg.steps or (math.ceil(cfg.epochs * steps_per_epoch) if cfg.epochs else 1000)
+    else:
+        step_s = _time_trial_steps(model, task, train_set, cfg, device, dtype, micro, per_rank, rank)
+        if world > 1:
+            t = torch.tensor(step_s, device=device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            step_s = float(t)
+        evals = 1 + int(cfg.minutes * 60 / step_s) // cfg.save_every
+        total = max(1, int((cfg.minutes * 60 * 0.97 - 2 * evals) / step_s))
+        log(f"{step_s:.2f} s per step: {total} steps fit in {cfg.minutes:g} minutes")
     model.train()
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), fused=False)
     start, best = 0, None
@@ -382,7 +397,6 @@ def run_training(cfg: TrainConfig) -> tuple[dict, torch.nn.Module]:
     if master:
         atomic_write_text(run / "config.json", json.dumps({"train": dataclasses.asdict(cfg), "model": config.to_dict()}, indent=2))
 
-    task = ClassifyTask() if cfg.task == "classify" else GenerativeTask(cfg.sample_patches)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -466,7 +480,7 @@ def run_training(cfg: TrainConfig) -> tuple[dict, torch.nn.Module]:
                         best = score
                     metrics_file.write(json.dumps({"step": done, **last_eval}) + "\n")
                     metrics_file.flush()
-                    save_checkpoint(run, model, optimizer, done, best, is_best, {"step": done, **last_eval})
+                    save_checkpoint(run, model, optimizer, done, best, is_best, {"step": done, "total": total, **last_eval})
                     plot_metrics(run)
                 if world > 1:
                     dist.barrier()
@@ -492,6 +506,33 @@ def run_training(cfg: TrainConfig) -> tuple[dict, torch.nn.Module]:
         lines.append(f"run folder: {run} (best checkpoint: {os.readlink(run / 'best') if (run / 'best').is_symlink() else '-'}; loss curve: {run / 'loss.png'})")
         log("\n".join(lines))
     return report, model
+
+
+def _time_trial_steps(model, task, train_set, cfg: TrainConfig, device, dtype, micro: int, per_rank: int, rank: int, trials: int = 4) -> float:
+    """Median seconds per optimizer step, timed on a throw-away copy of the model."""
+    import copy
+
+    trial = copy.deepcopy(model)
+    opt = torch.optim.AdamW(trial.parameters(), lr=0.0)
+    rng_state = torch.get_rng_state()
+    times = []
+    for step in range(trials):
+        t0 = time.time()
+        slots = items_for_step(step, cfg.batch_size, len(train_set), cfg.seed)
+        for m in range(cfg.grad_accum):
+            mine = slots[m * micro + rank * per_rank : m * micro + (rank + 1) * per_rank]
+            examples = [train_set.train_example(item, cfg.seed, epoch) for epoch, item in mine]
+            batch = collate([e.stream for e in examples]).to(device)
+            labels = torch.tensor([e.label for e in examples], device=device)
+            with autocast(device, dtype):
+                loss, _ = task.loss_sum(trial, batch, labels)
+            loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.time() - t0)
+    torch.set_rng_state(rng_state)  # the real run starts from the same random state
+    del trial, opt
+    return float(np.median(times[1:]))
 
 
 def _evaluate(model, eval_set: StreamDataset, cfg: TrainConfig, device, dtype, batch_size: int) -> dict:

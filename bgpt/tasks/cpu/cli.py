@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bgpt.errors import BGPTError
 
-HELP = "CPU-state task: generate the dataset, assemble programs, translate instance files"
+HELP = "CPU-state task: generate the dataset, assemble and translate programs, run and evaluate models"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +81,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="draw the start values not given by --state at random from this seed",
     )
+
+
+    p = sub.add_parser("run", help="let a model execute a program: its trace beside the simulator's")
+    p.add_argument("model", help="run folder, saved model folder or reference .pth (e.g. weights-cpu.pth)")
+    p.add_argument("program", help="an instance file (.bin) or an assembly program (.asm, see assemble)")
+    p.add_argument("--state", default="", help="start values for an .asm program, e.g. 'ACC=5,A=1'")
+    p.add_argument("--seed", type=int, default=None, help="random start values not given by --state")
+    p.add_argument("--dtype", default="fp32", help="fp32 or bf16 (default %(default)s)")
+
+    p = sub.add_parser("evaluate", help="predicted traces vs the simulator on a folder of instances")
+    p.add_argument("model", help="run folder, saved model folder or reference .pth")
+    p.add_argument("data", nargs="+", help="folders (or packed sets) of instance files")
+    p.add_argument("--max-files", type=int, default=None, help="evaluate only the first N files")
+    p.add_argument("--batch-size", type=int, default=8, help="files per batch (default %(default)s)")
+    p.add_argument("--dtype", default="fp32", help="fp32 or bf16 (default %(default)s)")
+    p.add_argument("--plot", default=None, help="write a PNG of accuracy against program length here")
+    p.add_argument("--no-free-run", action="store_true", help="only the one-step protocol (faster)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -179,7 +197,90 @@ def _assemble(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"generate": _generate, "translate": _translate, "assemble": _assemble}
+def _load_model(path: str):
+    from bgpt.checkpoint import load
+    from bgpt.model import BGPT
+
+    model = load(path)
+    if not isinstance(model, BGPT):
+        raise BGPTError(f"{path} is a classifier; CPU simulation needs a generative model")
+    return model
+
+
+def _run_model(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from bgpt.tasks.cpu.evaluate import (
+        Instance,
+        bytes_to_states,
+        format_trace,
+        free_run_predictions,
+    )
+
+    if args.program.endswith(".asm"):
+        from bgpt.tasks.cpu.assembler import assemble
+        from bgpt.tasks.cpu.simulator import make_instance, run_program
+
+        memory = assemble(_read(args.program).decode("utf-8", errors="replace"))
+        acc, regs = parse_state(args.state, args.seed)
+        data = make_instance(memory, run_program(memory, acc, regs))
+    else:
+        data = _read(args.program)
+    inst = Instance.parse(data, args.program)
+    model = _load_model(args.model)
+    out = free_run_predictions(model, [inst], 1, args.dtype)[0]
+    pred = bytes_to_states(out)
+    print(format_trace(inst, pred))
+    n = len(inst.states) - 1
+    p = np.full((n, 16), -1)
+    p[: min(n, len(pred))] = pred[:n]
+    ok = p == inst.states[1:]
+    print(f"byte accuracy {ok.mean():.4f}, states right {int(ok.all(1).sum())}/{n}" + ("" if len(pred) == n else f" (the model wrote {len(pred)} states)"))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from bgpt.data import StreamDataset, open_files
+    from bgpt.evaluate import evaluate_generative
+    from bgpt.tasks.cpu.evaluate import BASELINE_NAMES, Instance, evaluate_cpu, plot_by_length
+
+    if args.batch_size < 1 or (args.max_files is not None and args.max_files < 1):
+        raise BGPTError("--batch-size and --max-files must be >= 1")
+    model = _load_model(args.model)
+    files = open_files(args.data, warn=lambda m: print(m, file=sys.stderr))
+    n = len(files) if args.max_files is None else min(args.max_files, len(files))
+    instances = [Instance.parse(files.read(i), files.names[i]) for i in range(n)]
+    c = model.config
+    too_long = [i.name for i in instances if 1 + 64 + len(i.states) + 1 > c.max_patches]
+    if too_long:
+        raise BGPTError(f"{len(too_long)} file(s) longer than the model's context ({c.max_patches} patches), e.g. {too_long[0]}")
+    report = evaluate_cpu(model, instances, args.batch_size, args.dtype, free_run=not args.no_free_run)
+    report.pop("predictions", None)
+    ds = StreamDataset(files, c.patch_size, c.max_patches)
+    report["bpb"] = evaluate_generative(model, ds, args.batch_size, max_items=n)["bpb"]
+    if args.plot:
+        plot_by_length(report, args.plot)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{n} programs, BPB {report['bpb']:.4f}")
+    for proto in ("free_run", "one_step"):
+        if proto not in report:
+            continue
+        r = report[proto]
+        print(f"\n{proto.replace('_', '-')}:        byte acc  state acc  exact")
+        for key, label in (("model", "model"), *BASELINE_NAMES.items()):
+            v = r[key]
+            print(f"  {label:<34}{v['byte_accuracy']:9.4f}{v['state_accuracy']:11.4f}{v['exact_rate']:7.3f}")
+    effects = report.get("by_effect", report["one_step"]["by_effect"])
+    print("\nbyte accuracy by the instruction a state shows the effect of:")
+    print("  " + "  ".join(f"{k} {v:.3f}" for k, v in effects.items()))
+    return 0
+
+
+_COMMANDS = {"generate": _generate, "translate": _translate, "assemble": _assemble, "run": _run_model, "evaluate": _evaluate}
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,0 +1,181 @@
+"""`bgpt bench`: throughput, memory and model FLOP utilisation, measured the same way
+every time: warm-up steps, then the median of timed steps.
+
+FLOPs are counted from the model's matmuls (see `flops_per_byte`): for every patch
+the patch-level blocks (12 H^2 multiply-adds per layer, plus attention over the
+causal prefix) and for every byte the byte-level blocks and the tied output head.
+The patch embedding is a table lookup, not a matmul, and is not counted. Training
+costs three forward passes (forward, and backward for inputs and weights); one
+multiply-add is two FLOPs. MFU divides the achieved FLOP/s by the machine's matmul
+peak, measured in the same run with a large matmul of the same dtype.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from bgpt.config import BGPTConfig
+from bgpt.device import autocast
+from bgpt.model import BGPT
+from bgpt.stream import VOCAB_SIZE, Batch
+
+
+def flops_per_byte(c: BGPTConfig, context_patches: int | None = None, train: bool = True) -> float:
+    """Matmul FLOPs per input byte at the given context (default: full), forward only or
+    forward + backward."""
+    h, s = c.hidden_size, c.patch_size
+    p = context_patches or c.max_patches
+    block = 12 * h * h  # qkv (3H^2) + proj (H^2) + MLP (8H^2) multiply-adds per token
+    patch = c.patch_layers * (block + h * (p + 1) / 2 * 2)  # attention: QK^T and AV over the mean causal prefix
+    byte = c.byte_layers * (block + h * (s + 1) / 2 * 2) + VOCAB_SIZE * h
+    macs = patch / s + byte
+    return 2 * macs * (3 if train else 1)
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, reps: int = 5) -> float:
+    """FLOP/s of a large square matmul in `dtype` (the machine's practical peak)."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    a @ b
+    times = []
+    for _ in range(reps):
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def random_batch(c: BGPTConfig, batch: int, device: torch.device, seed: int = 0) -> Batch:
+    """Full-context batch of random bytes (every patch real)."""
+    g = torch.Generator().manual_seed(seed)
+    patches = torch.randint(0, 256, (batch, c.max_patches, c.patch_size), generator=g)
+    mask = torch.ones(batch, c.max_patches, dtype=torch.bool)
+    return Batch(patches, mask, torch.ones_like(patches, dtype=torch.uint8), mask.clone()).to(device)
+
+
+def time_steps(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> list[float]:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        _sync(device)
+        t = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def bench_train(model: torch.nn.Module, c: BGPTConfig, batch_size: int, dtype: torch.dtype, device: torch.device, warmup: int, steps: int, loss_fn=None) -> dict:
+    """One optimizer step per timed step: forward, backward, AdamW."""
+    batch = random_batch(c, batch_size, device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    loss_fn = loss_fn or (lambda m, b: m(b.patches, b.mask).loss)
+
+    def step():
+        with autocast(device, dtype):
+            loss = loss_fn(model, batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    times = time_steps(step, device, warmup, steps)
+    return _report(times, batch_size * c.max_patches * c.patch_size, flops_per_byte(c, train=True), dtype, device)
+
+
+@torch.inference_mode()
+def bench_eval(model: BGPT, c: BGPTConfig, batch_size: int, dtype: torch.dtype, device: torch.device, warmup: int, steps: int) -> dict:
+    batch = random_batch(c, batch_size, device)
+    model.eval()
+
+    def step():
+        with autocast(device, dtype):
+            model.symbol_logprobs(batch.patches, batch.mask)
+
+    times = time_steps(step, device, warmup, steps)
+    return _report(times, batch_size * c.max_patches * c.patch_size, flops_per_byte(c, train=False), dtype, device)
+
+
+def _report(times: list[float], nbytes: int, fpb: float, dtype: torch.dtype, device: torch.device) -> dict:
+    t = statistics.median(times)
+    achieved = nbytes * fpb / t
+    peak = matmul_peak(dtype if dtype != torch.float16 or device.type == "cuda" else torch.float32, device)
+    out = {
+        "bytes_per_s": nbytes / t,
+        "step_s": t,
+        "steps_timed": len(times),
+        "flops_per_byte": fpb,
+        "achieved_flops": achieved,
+        "peak_flops": peak,
+        "mfu": achieved / peak,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    if device.type == "cuda":
+        out["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+def bench_generate(model: BGPT, nbytes: int, batch_size: int, dtype: str, engine: str = "cached", repeats: int = 3) -> dict:
+    """Generated bytes per second: `batch_size` samples of exactly `nbytes` bytes each."""
+    from bgpt.generate import generate_many
+
+    device = next(model.parameters()).device
+    model.eval()
+
+    def step():
+        generate_many(model, [b""] * batch_size, "bin", seed=0, max_bytes=nbytes, min_bytes=nbytes, dtype=dtype, engine=engine)
+
+    times = time_steps(step, device, 1, repeats)
+    c = model.config
+    t = statistics.median(times)
+    achieved = batch_size * nbytes * flops_per_byte(c, context_patches=1 + nbytes // c.patch_size, train=False) / t
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    peak = matmul_peak(torch_dtype, device)
+    return {"bytes_per_s": batch_size * nbytes / t, "step_s": t, "steps_timed": len(times), "achieved_flops": achieved,
+            "peak_flops": peak, "mfu": achieved / peak, "peak_rss_mb": peak_rss_mb()}
+
+
+def bench_data(n: int, max_len: int = 255) -> dict:
+    """CPU-state generator instances/s and packed-set read + stream + collate bytes/s."""
+    import tempfile
+
+    import numpy as np
+
+    from bgpt.data import PackedSet, PackWriter, StreamDataset
+    from bgpt.stream import collate
+    from bgpt.tasks.cpu.simulator import random_programs, random_start, simulate_batch
+
+    t = time.perf_counter()
+    rng = np.random.default_rng(0)
+    memory, _ = random_programs(rng, n, 1, max_len)
+    batch = simulate_batch(memory, random_start(rng, n))
+    gen_s = time.perf_counter() - t
+    with tempfile.TemporaryDirectory() as tmp:
+        with PackWriter(tmp) as w:
+            for i in range(n):
+                w.add(f"{i}.bin", batch.instance(i))
+        ds = StreamDataset(PackedSet(tmp), 16, 512)
+        t = time.perf_counter()
+        total = 0
+        for k in range(0, n, 8):
+            b = collate([ds.train_example(i, 0, 0).stream for i in range(k, min(n, k + 8))])
+            total += b.num_bytes
+        read_s = time.perf_counter() - t
+    return {"instances_per_s": n / gen_s, "bytes_per_s": total / read_s, "peak_rss_mb": peak_rss_mb(), "mfu": None}

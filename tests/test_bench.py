@@ -1,0 +1,26 @@
+import json
+
+from bgpt.bench import flops_per_byte
+from bgpt.cli import main
+from bgpt.config import BGPTConfig
+
+
+def test_flops_per_byte_by_hand():
+    c = BGPTConfig(patch_size=4, max_patches=8, hidden_size=64, patch_layers=2, byte_layers=1, heads=1)
+    block = 12 * 64 * 64
+    patch = 2 * (block + 64 * 9)  # attention over the mean causal prefix (L+1)/2, two matmuls
+    byte = 1 * (block + 64 * 5) + 257 * 64
+    assert flops_per_byte(c, train=False) == 2 * (patch / 4 + byte)
+    assert flops_per_byte(c, train=True) == 3 * flops_per_byte(c, train=False)
+
+
+def test_bench_cli_json(tmp_path, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"patch_size": 4, "max_patches": 8, "hidden_size": 32, "patch_layers": 1, "byte_layers": 1, "heads": 1}))
+    for what in ("train", "eval", "generate"):
+        assert main(["bench", what, "--config", str(cfg), "--steps", "1", "--warmup", "0", "--batch-size", "2", "--nbytes", "16", "--dtype", "fp32", "--json"]) == 0
+        r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert r["bytes_per_s"] > 0 and r["peak_rss_mb"] > 0 and 0 < r["mfu"] < 1, r
+    assert main(["bench", "data", "--nbytes", "32", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["instances_per_s"] > 0
