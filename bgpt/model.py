@@ -24,22 +24,104 @@ from bgpt.config import BGPTConfig
 from bgpt.stream import PAD, VOCAB_SIZE
 
 
+class KVPlan:
+    """Where one cached forward reads and writes: computed once by `Transformer.forward` and
+    shared by its layers. `rows` selects cache rows (None: all); `start` is each selected row's
+    fill length before the call, a Python int when they are all equal (the fast path)."""
+
+    def __init__(self, rows: torch.Tensor | None, starts: list[int], t: int, positions: torch.Tensor):
+        self.rows, self.t = rows, t
+        device = positions.device
+        first = starts[0]
+        self.start = first if all(s == first for s in starts) else None
+        self.end = max(starts) + t  # keys [0, end) cover every selected row
+        self.mask = None  # (T, end) or (b, 1, T, end) bool, True = may attend
+        if self.start is not None:
+            self.pos = positions[first : first + t]  # (T,)
+            if first and t > 1:  # several new positions after a prefix: causal, offset by it
+                self.mask = torch.ones(t, self.end, dtype=torch.bool, device=device).tril(first)
+        else:  # ragged rows: per-row positions and masks
+            start = torch.tensor(starts, device=device)
+            self.pos = start[:, None] + positions[:t]  # (b, T)
+            self.mask = (positions[: self.end] <= self.pos[:, :, None]).unsqueeze(1)
+        self.causal = self.start == 0 and t > 1
+
+
 class LayerKV:
-    """Key/value cache of one attention layer: preallocated (B, heads, T_max, head_dim)."""
+    """Key/value cache of one attention layer: preallocated (B, heads, T_max, head_dim).
+
+    Rows fill independently: a forward may touch a subset of rows, and rows may hold
+    different numbers of positions (the lengths live in the `KVCache` holding the layers)."""
 
     def __init__(self, batch: int, heads: int, max_len: int, head_dim: int, device, dtype):
-        self.k = torch.empty(batch, heads, max_len, head_dim, device=device, dtype=dtype)
-        self.v = torch.empty_like(self.k)
-        self.len = 0
+        # zeros, not empty: masked-out keys must not hold NaN (0 * NaN poisons the sum)
+        self.k = torch.zeros(batch, heads, max_len, head_dim, device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+        self.plan: KVPlan | None = None
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t = k.shape[2]
-        if self.len + t > self.k.shape[2]:
-            raise RuntimeError(f"key/value cache full ({self.k.shape[2]} positions)")
-        self.k[:, :, self.len : self.len + t] = k
-        self.v[:, :, self.len : self.len + t] = v
-        self.len += t
-        return self.k[:, :, : self.len], self.v[:, :, : self.len]
+        """Write the new (b, heads, T, hd) keys/values at each row's length; return the keys and
+        values to attend to, (b, heads, end, hd)."""
+        p = self.plan
+        rows = p.rows if p.rows is not None else slice(None)
+        if p.start is not None:
+            self.k[rows, :, p.start : p.start + p.t] = k
+            self.v[rows, :, p.start : p.start + p.t] = v
+        else:  # index (b, 1) rows x (b, T) positions -> (b, T, heads, hd)
+            r = p.rows[:, None] if p.rows is not None else torch.arange(len(p.pos), device=k.device)[:, None]
+            self.k[r, :, p.pos] = k.transpose(1, 2)
+            self.v[r, :, p.pos] = v.transpose(1, 2)
+        return self.k[rows, :, : p.end], self.v[rows, :, : p.end]
+
+
+class KVCache(list):
+    """One `LayerKV` per block plus each row's fill length (host side, so that planning a
+    step never waits on the device)."""
+
+    def __init__(self, layers: list[LayerKV], batch: int):
+        super().__init__(layers)
+        self.lens = [0] * batch
+        self.max_len = layers[0].k.shape[2]
+        self.positions = torch.arange(self.max_len, device=layers[0].k.device)
+
+    @property
+    def len(self) -> int:
+        """The common fill length (rows all equal)."""
+        if any(n != self.lens[0] for n in self.lens):
+            raise RuntimeError("rows of this cache have different lengths")
+        return self.lens[0]
+
+    def plan(self, t: int, rows: torch.Tensor | None) -> KVPlan:
+        starts = self.lens if rows is None else [self.lens[i] for i in rows.tolist()]
+        if max(starts) + t > self.max_len:
+            raise RuntimeError(f"key/value cache full ({self.max_len} positions)")
+        return KVPlan(rows, starts, t, self.positions)
+
+    def advance(self, plan: KVPlan) -> None:
+        for i in range(len(self.lens)) if plan.rows is None else plan.rows.tolist():
+            self.lens[i] += plan.t
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only these rows (in this order), e.g. to drop finished samples of a batch."""
+        for layer in self:
+            layer.k, layer.v = layer.k[rows], layer.v[rows]
+        self.lens = [self.lens[i] for i in rows.tolist()]
+
+
+SHORT_SEQUENCE = 64
+"""At or below this many positions in bf16/fp16, attention runs as two explicit matmuls:
+on CPU, the fused kernel is ~3x slower than that for the byte-level decoder's many
+16-position sequences (measured; in fp32 the fused kernel wins and is kept)."""
+
+
+def short_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float, training: bool) -> torch.Tensor:
+    """Causal attention as matmuls: (B, heads, T, hd) x3 -> (B, heads, T, hd); softmax in fp32."""
+    t = q.shape[-2]
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, heads, T, T)
+    causal = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
+    att = att.masked_fill(~causal, float("-inf")).softmax(-1, dtype=torch.float32).to(q.dtype)
+    att = F.dropout(att, dropout, training)
+    return att @ v
 
 
 class CausalSelfAttention(nn.Module):
@@ -55,18 +137,15 @@ class CausalSelfAttention(nn.Module):
         b, t, h = x.shape
         # (B, T, 3H) -> 3 x (B, heads, T, H/heads)
         q, k, v = self.c_attn(x).view(b, t, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
-        past = 0
-        if kv is not None:
-            past = kv.len
-            k, v = kv.append(k, v)
         drop = self.dropout if self.training else 0.0
-        if past == 0:
+        if kv is None and t <= SHORT_SEQUENCE and q.dtype != torch.float32:
+            y = short_causal_attention(q, k, v, drop, self.training)
+        elif kv is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
-        elif t == 1:  # one new position sees everything cached
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
-        else:  # several new positions after a cached prefix: causal, offset by `past`
-            allowed = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(past)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)
+        else:  # cached: attend to the row's past and the new positions (mask from the plan)
+            k, v = kv.append(k, v)
+            mask = kv.plan.mask
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=kv.plan.causal)
         y = y.transpose(1, 2).reshape(b, t, h)  # (B, heads, T, hd) -> (B, T, H)
         return self.resid_drop(self.c_proj(y))
 
@@ -108,21 +187,29 @@ class Transformer(nn.Module):
         self.ln_f = nn.LayerNorm(hidden, eps=1e-5)
         self.gradient_checkpointing = False
 
-    def forward(self, x: torch.Tensor, cache: list[LayerKV] | None = None) -> torch.Tensor:
-        start = cache[0].len if cache else 0
-        pos = torch.arange(start, start + x.shape[1], device=x.device)
-        x = self.drop(x + self.wpe(pos))
-        for i, block in enumerate(self.blocks):
-            if self.gradient_checkpointing and self.training and cache is None:
-                x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x, cache[i] if cache else None)
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(b, T, H) -> (b, T, H). With a cache, the T positions follow what each row already
+        holds, and `rows` (b,) says which cache rows x is (None: all of them, in order)."""
+        if cache is None:
+            x = self.drop(x + self.wpe(torch.arange(x.shape[1], device=x.device)))
+            for block in self.blocks:
+                if self.gradient_checkpointing and self.training:
+                    x = checkpoint(block, x, use_reentrant=False)
+                else:
+                    x = block(x)
+            return self.ln_f(x)
+        plan = cache.plan(x.shape[1], rows)
+        x = self.drop(x + self.wpe(plan.pos))  # pos (T,) or (b, T) for ragged rows
+        for block, kv in zip(self.blocks, cache, strict=True):
+            kv.plan = plan
+            x = block(x, kv)
+        cache.advance(plan)
         return self.ln_f(x)
 
-    def new_cache(self, batch: int, max_len: int, device, dtype) -> list[LayerKV]:
+    def new_cache(self, batch: int, max_len: int, device, dtype) -> KVCache:
         heads = self.blocks[0].attn.heads
         hidden = self.wpe.embedding_dim
-        return [LayerKV(batch, heads, max_len, hidden // heads, device, dtype) for _ in self.blocks]
+        return KVCache([LayerKV(batch, heads, max_len, hidden // heads, device, dtype) for _ in self.blocks], batch)
 
 
 class PatchEmbedding(nn.Module):
@@ -214,7 +301,10 @@ def predicted_pairs(features: torch.Tensor, patches: torch.Tensor, mask: torch.T
 class ModelOutput:
     loss: torch.Tensor
     """The reference loss: mean cross-entropy (nats) over every predicted symbol."""
-    num_symbols: int
+    nll: torch.Tensor
+    """(N, S) float32 cross-entropy of each predicted symbol of each predicted patch."""
+    rows: torch.Tensor
+    """(N,) which predictions these are: flat indices into (B, P-1), patch i+1 of row b."""
 
 
 class BGPT(nn.Module):
@@ -242,13 +332,14 @@ class BGPT(nn.Module):
         `sample_patches` > 0 trains the byte-level decoder on that many randomly chosen
         predicted patches of the batch (the reference's patch sampling)."""
         features = self.patch_decoder(patches)
-        feats, targets, _ = predicted_pairs(features, patches, mask)
+        feats, targets, where = predicted_pairs(features, patches, mask)
+        rows = where.flatten().nonzero().squeeze(1)
         if 0 < sample_patches < len(targets):
             pick = torch.randperm(len(targets), device=targets.device, generator=generator)[:sample_patches]
-            feats, targets = feats[pick], targets[pick]
+            feats, targets, rows = feats[pick], targets[pick], rows[pick]
         logits = self.byte_decoder(feats, targets)  # (N, S, 257)
-        loss = F.cross_entropy(logits.reshape(-1, VOCAB_SIZE).float(), targets.reshape(-1))
-        return ModelOutput(loss, targets.numel())
+        nll = F.cross_entropy(logits.reshape(-1, VOCAB_SIZE).float(), targets.reshape(-1), reduction="none")
+        return ModelOutput(nll.mean(), nll.view(targets.shape), rows)
 
     def symbol_logprobs(self, patches: torch.Tensor, mask: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
         """log p(symbol) of every predicted symbol: (B, P-1, S) float32, zero where the

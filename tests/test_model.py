@@ -172,3 +172,21 @@ def test_gradient_checkpointing_same_gradients(tiny_config):
         model(batch.patches, batch.mask).loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
+
+
+def test_short_attention_matches_fused_kernel():
+    from bgpt.model import short_causal_attention
+
+    q, k, v = (torch.randn(3, 2, 16, 8) for _ in range(3))
+    fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(short_causal_attention(q, k, v, 0.0, False), fused, atol=1e-6, rtol=1e-5)
+
+
+def test_bf16_autocast_close_to_fp32(tiny_config):
+    model = BGPT(tiny_config).eval()
+    batch = random_batch(tiny_config)
+    with torch.no_grad():
+        exact = model(batch.patches, batch.mask).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = model(batch.patches, batch.mask).loss
+    assert abs(exact - fast) < 0.02

@@ -1,0 +1,810 @@
+"""Generation and conversion (SPEC §2-3): one function, a plain loop and a cached engine.
+
+A prompt is a symbol stream: whole patches (the header patch of the file's extension, data,
+for conversion the input file and the target's header) and at most one partial patch of data
+bytes. The patch decoder's feature of the last complete patch conditions the byte decoder,
+which emits the next patch symbol by symbol; a partial prompt patch is continued from its bytes.
+
+Engines, same output (greedy: byte for byte; distributions: to float rounding):
+  - "cached" (default): key/value caches at both levels. The patch decoder runs once per new
+    patch over that patch only, the byte decoder once per new byte over that byte only, so a
+    byte costs the same at the end of the context as at its start. Batched: the rows of a batch
+    may have prompts of any lengths (ragged caches, see "Batching" below).
+  - "uncached": the obvious loop: `BGPT.next_byte_logits_naive` for every byte, both decoders
+    over the whole prefix. Kept for tests and benchmarks.
+  - "reference": the public bGPT script's algorithm: the patch decoder over the whole prefix once
+    per patch, the byte decoder over the patch prefix once per byte.
+
+Stopping. A file's data ends at its first PAD (256): once PAD is emitted, the rest of that patch
+can only be padding and the next patch is the end patch, so generation stops there ("end")
+instead of sampling symbols the stream layout already fixes (the reference keeps sampling them
+and drops them). A PAD at the start of a patch is the end patch itself. Otherwise generation
+stops when `max_bytes` bytes are out ("max_bytes") or when the last of the model's L patches
+is complete ("context": the model has no position for another patch).
+
+Sampling (the reference's order): top-k, then top-p (nucleus) choose the candidates from the
+model's distribution, temperature then reshapes the distribution among them, and one uniform
+draw per sample from its own `torch.Generator` picks the symbol. Sample i of a batch seeded
+`seed` uses seed + i, so it is the same bytes as that sample generated alone, in any batch.
+`top_k=1` is greedy (no randomness).
+
+Batching. Every row keeps its own cache length (`bgpt.model.KVCache`). The prompts' complete
+patches are right-padded to the longest and run in one causal pass; each row's length is then
+set to its own patch count, so padding is never attended to and is overwritten by the row's
+next patch. Positions and masks are per row when lengths differ; a step that concerns only
+some rows (rows whose prompts end at different offsets in a patch complete patches at
+different steps) runs the patch decoder on those rows only. A row whose prompt ends inside a
+patch feeds its remaining prompt bytes through the byte decoder one step at a time (forced,
+without drawing). Finished rows are dropped from the caches. Each row thus sees the computation
+it would see alone, up to float rounding (tested: the same bytes, distributions within 1e-5).
+
+Speed. The one-position steps (every byte, every patch) run the blocks as plain functional ops
+on weights cast once to the compute dtype (`_OneStep`), not through the modules: at one row the
+module calls cost as much as the arithmetic. The prompt pass and the plain loops run the
+modules; in bf16/fp16 they run on a copy whose Linear weights are cast once (autocast would
+cast them again at every call). docs/benchmarks.md has the figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bgpt.device import DTYPES, autocast
+from bgpt.errors import BGPTError
+from bgpt.model import BGPT
+from bgpt.stream import PAD, conversion_prompt, header_patch
+
+ENGINES = ("cached", "uncached", "reference")
+STOP_END, STOP_CONTEXT, STOP_MAX_BYTES = "end", "context", "max_bytes"
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next symbol is chosen from the model's distribution."""
+
+    top_k: int = 0
+    """Keep the k most likely symbols (ties at the k-th kept); 0: no limit; 1: greedy."""
+    top_p: float = 1.0
+    """Keep the most likely symbols until their mass reaches top_p, in (0, 1]."""
+    temperature: float = 1.0
+    """> 0; applied to the candidates left by top-k and top-p."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise BGPTError(
+                f"top_k must be an integer >= 0 (0: off, 1: greedy), got {self.top_k!r}"
+            )
+        if not 0.0 < float(self.top_p) <= 1.0:
+            raise BGPTError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not float(self.temperature) > 0.0 or not np.isfinite(self.temperature):
+            raise BGPTError(f"temperature must be > 0, got {self.temperature!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.top_k == 1
+
+
+def sample_symbols(
+    logits: torch.Tensor, sampling: Sampling, generators: Sequence[torch.Generator | None]
+) -> list[int]:
+    """One symbol for each row of logits (b, V), row i drawing from generators[i].
+
+    Row by row the result does not depend on the other rows, so a sample is the same alone
+    or in a batch."""
+    if sampling.greedy:
+        return logits.argmax(-1).tolist()
+    x = logits.detach().float().cpu()
+    v = x.shape[-1]
+    if 0 < sampling.top_k < v:
+        kth = x.topk(sampling.top_k, -1).values[:, -1:]
+        x = x.masked_fill(x < kth, float("-inf"))
+    if sampling.top_p < 1.0:
+        p, order = x.softmax(-1).sort(dim=-1, descending=True, stable=True)
+        # keep the smallest head of the sorted distribution whose mass reaches top_p
+        drop = p.cumsum(-1) - p >= sampling.top_p
+        x = x.masked_fill(torch.empty_like(drop).scatter_(-1, order, drop), float("-inf"))
+    if sampling.temperature != 1.0:
+        x = x / sampling.temperature
+    cdf = x.softmax(-1).cumsum(-1)  # (b, V); a symbol of probability 0 never comes first
+    if len(generators) == 1:
+        u = torch.rand(1, generator=generators[0])
+    else:
+        u = torch.cat([torch.rand(1, generator=g) for g in generators])
+    picks = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)  # first cdf > u
+    return picks.clamp_max_(v - 1).view(-1).tolist()
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+def _clean_ext(ext: str) -> str:
+    if not isinstance(ext, str):
+        raise BGPTError(f"extension must be a string, got {type(ext).__name__}")
+    return ext[1:] if ext.startswith(".") else ext
+
+
+def _as_bytes(data, what: str) -> bytes:
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, np.ndarray) and data.dtype == np.uint8:
+        return data.tobytes()
+    raise BGPTError(f"{what} must be bytes, got {type(data).__name__}")
+
+
+def generation_prompt(prompt: bytes, ext: str, patch_size: int) -> np.ndarray:
+    """What generation feeds the model: the header patch of `ext`, then the prompt's bytes
+    (not padded: generation continues them). Shape (S + len(prompt),), int16."""
+    data = np.frombuffer(_as_bytes(prompt, "prompt"), dtype=np.uint8).astype(np.int16)
+    return np.concatenate([header_patch(_clean_ext(ext), patch_size), data])
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+@dataclass(frozen=True)
+class Output:
+    """One generated file: its bytes and why generation stopped (STOP_*)."""
+
+    data: bytes
+    stop: str
+
+
+def stop_message(stop: str | None, model: BGPT) -> str:
+    """A sentence for a stop reason."""
+    c = model.config
+    return {
+        STOP_END: "ended at the end patch",
+        STOP_CONTEXT: f"stopped at the context limit ({c.max_patches} patches of {c.patch_size} bytes)",
+        STOP_MAX_BYTES: "stopped at max_bytes",
+    }.get(stop, "not finished")
+
+
+def _resolve_dtype(dtype, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise BGPTError(f"unknown dtype {dtype!r} (use {', '.join(DTYPES)})")
+    if dtype == "fp16" and device.type == "cpu":
+        raise BGPTError("fp16 autocast is for CUDA; on CPU use bf16 or fp32")
+    return DTYPES[dtype]
+
+
+class Generation:
+    """One batched run: prompts (symbol streams) in, the bytes of every sample out.
+
+    Iterate it for the bytes of each step, a list of (sample index, byte); after a sample's
+    last byte, `stops[i]` says why it stopped and `outputs[i]` holds all its bytes. Settings
+    are checked here (BGPTError), before anything runs.
+
+    `logits_hook(samples, logits)` (for tests) sees the raw next-symbol logits of the samples
+    that draw at each step."""
+
+    def __init__(
+        self,
+        model: BGPT,
+        prompts: Sequence[np.ndarray],
+        *,
+        engine: str = "cached",
+        max_bytes: int | None = None,
+        min_bytes: int = 0,
+        sampling: Sampling | None = None,
+        seeds: Sequence[int] | None = None,
+        dtype: str | torch.dtype | None = None,
+        logits_hook: Callable[[list[int], torch.Tensor], None] | None = None,
+    ):
+        if not isinstance(model, BGPT):
+            kind = (
+                "a classifier"
+                if getattr(getattr(model, "config", None), "is_classifier", False)
+                else type(model).__name__
+            )
+            raise BGPTError(f"generation needs a generative bGPT model; this one is {kind}")
+        if engine not in ENGINES:
+            raise BGPTError(f"unknown engine {engine!r} (use {', '.join(ENGINES)})")
+        if max_bytes is not None and (
+            isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0
+        ):
+            raise BGPTError(f"max_bytes must be an integer >= 0, got {max_bytes!r}")
+        if not prompts:
+            raise BGPTError("nothing to generate: no prompts")
+        self.model, self.engine = model, engine
+        self.sampling = sampling or Sampling()
+        c = model.config
+        self.patch_size, self.max_patches = c.patch_size, c.max_patches
+        self.context = c.patch_size * c.max_patches
+        self.prompts = []
+        for i, p in enumerate(prompts):
+            p = np.asarray(p).astype(np.int64)
+            s = self.patch_size
+            if p.ndim != 1 or len(p) < s:
+                raise BGPTError(
+                    f"prompt {i}: a stream of at least one whole (header) patch is needed"
+                )
+            if len(p) >= self.context:
+                raise BGPTError(
+                    f"prompt {i} is {len(p)} symbols, header included; the model's context holds "
+                    f"{self.context} ({self.max_patches} patches of {s}) with room to generate"
+                )
+            if p.min() < 0 or p.max() > PAD or (p[len(p) // s * s :] == PAD).any():
+                raise BGPTError(
+                    f"prompt {i}: symbols must be 0..256, and a partial last patch holds bytes only"
+                )
+            self.prompts.append(p)
+        self.max_bytes, self.min_bytes = max_bytes, min_bytes
+        self.device = next(model.parameters()).device
+        self.dtype = _resolve_dtype(dtype, self.device)
+        self.logits_hook = logits_hook
+        n = len(self.prompts)
+        if self.sampling.greedy:
+            self.seeds = None
+            self.generators: list[torch.Generator | None] = [None] * n
+        else:
+            if seeds is None:
+                base = int.from_bytes(os.urandom(4), "little")
+                seeds = [base + i for i in range(n)]
+            if len(seeds) != n:
+                raise BGPTError(f"{len(seeds)} seeds for {n} prompts")
+            self.seeds = list(seeds)
+            self.generators = [torch.Generator().manual_seed(int(s)) for s in self.seeds]
+        self.outputs = [bytearray() for _ in range(n)]
+        self.stops: list[str | None] = [None] * n
+        self._started = False
+
+    # -- shared by the engines
+
+    def limit(self, i: int) -> int:
+        """At most this many bytes can come out for sample i."""
+        room = self.context - len(self.prompts[i])
+        return room if self.max_bytes is None else min(room, self.max_bytes)
+
+    def at_patch_end(self, i: int) -> bool:
+        """Does sample i's stream end on a patch boundary now (or has it stopped)?"""
+        return (
+            self.stops[i] is not None
+            or (len(self.prompts[i]) + len(self.outputs[i])) % self.patch_size == 0
+        )
+
+    def _net(self) -> BGPT:
+        """The model to run: itself, or for bf16/fp16 a copy with its Linear weights cast once
+        (autocast would cast every weight at every step: a decoding step costs several times
+        more that way on CPU)."""
+        m = self.model
+        if self.dtype == torch.float32 or next(m.parameters()).dtype != torch.float32:
+            return m
+        twin = copy.deepcopy(m).eval()
+        for module in twin.modules():
+            if isinstance(module, nn.Linear):
+                module.to(self.dtype)
+        return twin
+
+    @contextlib.contextmanager
+    def _compute(self):
+        with torch.inference_mode(), autocast(self.device, self.dtype):
+            yield
+
+    def _choose(self, samples: list[int], logits: torch.Tensor) -> list[int]:
+        logits = logits.float()
+        if self.logits_hook is not None:
+            self.logits_hook(samples, logits)
+        if self.min_bytes:  # no end of file yet for these samples
+            ban = [len(self.outputs[s]) < self.min_bytes for s in samples]
+            if any(ban):  # in place: the logits are this step's own
+                if all(ban):
+                    logits[:, PAD] = float("-inf")
+                else:
+                    logits[torch.tensor(ban, device=logits.device), PAD] = float("-inf")
+        return sample_symbols(logits, self.sampling, [self.generators[s] for s in samples])
+
+    def _accept(self, i: int, symbol: int, length: int) -> bool:
+        """Record sample i's new symbol, its stream now `length` symbols long; False: it stopped."""
+        if symbol == PAD:
+            self.stops[i] = STOP_END
+            return False
+        out = self.outputs[i]
+        out.append(symbol)
+        if self.max_bytes is not None and len(out) >= self.max_bytes:
+            self.stops[i] = STOP_MAX_BYTES
+        elif length >= self.context:
+            self.stops[i] = STOP_CONTEXT
+        return self.stops[i] is None
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        if self._started:
+            raise RuntimeError("a Generation runs once; make a new one")
+        self._started = True
+        if self.max_bytes == 0:
+            self.stops = [STOP_MAX_BYTES] * len(self.prompts)
+            return
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield from self._cached() if self.engine == "cached" else self._plain()
+        finally:
+            self.model.train(was_training)
+
+    def run(self) -> list[Output]:
+        """Run to the end; every sample's bytes and stop reason."""
+        for _ in self:
+            pass
+        return [Output(bytes(o), s) for o, s in zip(self.outputs, self.stops, strict=True)]
+
+    # -- the plain loop ("uncached", "reference")
+
+    def _plain(self) -> Iterator[list[tuple[int, int]]]:
+        """Rows with prompts of one length step together; nothing is cached (except, for
+        "reference", the last patch feature until the next patch is complete)."""
+        m, s = self._net(), self.patch_size
+        groups: dict[int, list[int]] = {}
+        for i, p in enumerate(self.prompts):
+            groups.setdefault(len(p), []).append(i)
+        for samples in groups.values():
+            seqs = torch.tensor(
+                np.stack([self.prompts[i] for i in samples]), device=self.device
+            )  # (g, n)
+            feats = None
+            while samples:
+                g, n = seqs.shape
+                p, t = divmod(n, s)
+                patches, prefix = seqs[:, : p * s].view(g, p, s), seqs[:, p * s :]
+                with self._compute():
+                    if self.engine == "uncached":
+                        logits = m.next_byte_logits_naive(patches, prefix)
+                    else:
+                        if t == 0 or feats is None:
+                            feats = m.patch_decoder(patches)[:, -1]  # (g, H), whole prefix
+                        targets = torch.full((g, s), PAD, dtype=torch.long, device=self.device)
+                        targets[:, :t] = prefix
+                        logits = m.byte_decoder(feats, targets)[:, t]  # whole patch prefix
+                    symbols = self._choose(samples, logits)
+                keep = [
+                    r
+                    for r, (i, y) in enumerate(zip(samples, symbols, strict=True))
+                    if self._accept(i, y, n + 1)
+                ]
+                yield [(i, y) for i, y in zip(samples, symbols, strict=True) if y != PAD]
+                seqs = torch.cat([seqs, torch.tensor(symbols, device=self.device)[:, None]], 1)[
+                    keep
+                ]
+                feats = feats[keep] if feats is not None else None
+                samples = [samples[r] for r in keep]
+
+    # -- the cached engine
+
+    def _cached(self) -> Iterator[list[tuple[int, int]]]:
+        with self._compute():
+            run = _CachedRun(self, self._net())
+        while run.samples:
+            with self._compute():  # not across the yield: the caller's code runs there
+                emitted = run.step()
+            if emitted:
+                yield emitted
+
+
+def _linear(linear: nn.Linear, dtype: torch.dtype, transpose: bool):
+    """x -> linear(x) on weights cast once to `dtype`; with `transpose`, stored (in, out)."""
+    bias = linear.bias.detach().to(dtype)
+    if transpose:
+        weight = linear.weight.detach().t().to(dtype).contiguous()
+        return lambda x: torch.addmm(bias, x, weight)
+    weight = linear.weight.detach().to(dtype)
+    return lambda x: F.linear(x, weight, bias)
+
+
+class _OneStep:
+    """`Transformer.forward` with a cache, for one new position per row, in plain functional
+    ops: the step that runs once per generated byte, where module calls cost as much as the
+    arithmetic. Weights are cast once to the compute dtype and, with `transpose` (small models on
+    CPU), stored (in, out): for one row `torch.addmm` reads that layout about 1.5x faster than
+    `F.linear` reads (out, in) while the matrix fits in cache (measured on the benchmark CPU;
+    no gain for the paper model's larger matrices). Same math as the module path, which stays
+    the reference: the tests hold the engines equal."""
+
+    def __init__(self, tr, dtype: torch.dtype, transpose: bool, head: torch.Tensor | None = None):
+        self.tr, self.heads = tr, tr.blocks[0].attn.heads
+        self.layers = [
+            (
+                blk.ln_1,
+                _linear(blk.attn.c_attn, dtype, transpose),
+                _linear(blk.attn.c_proj, dtype, transpose),
+                blk.ln_2,
+                _linear(blk.mlp.c_fc, dtype, transpose),
+                _linear(blk.mlp.c_proj, dtype, transpose),
+            )
+            for blk in tr.blocks
+        ]
+        self.head = None  # an output head tied to an embedding (V, H)
+        if head is not None:
+            w = head.detach().to(dtype)
+            if transpose:
+                w = w.t().contiguous()
+                self.head = lambda x: x @ w
+            else:
+                self.head = lambda x: F.linear(x, w)
+
+    def __call__(self, x: torch.Tensor, cache, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """x (b, H): one new position for each of the cache's rows (or of `rows`) -> (b, H),
+        or the logits (b, V) when there is a head."""
+        b, hidden = x.shape
+        hd = hidden // self.heads
+        plan = cache.plan(1, rows)
+        wpe = self.tr.wpe.weight
+        h = x + (wpe[plan.start] if plan.start is not None else wpe[plan.pos[:, 0]])  # (b, H)
+        for kv, (ln_1, qkv, proj, ln_2, fc, fc_out) in zip(cache, self.layers, strict=True):
+            a = F.layer_norm(h, (hidden,), ln_1.weight, ln_1.bias, ln_1.eps)
+            q, k, v = qkv(a).view(b, 3, self.heads, 1, hd).unbind(1)  # 3 x (b, heads, 1, hd)
+            kv.plan = plan
+            k, v = kv.append(k, v)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=plan.mask)  # (b, heads, 1, hd)
+            h = h + proj(y.view(b, hidden))
+            a = F.layer_norm(h, (hidden,), ln_2.weight, ln_2.bias, ln_2.eps)
+            h = h + fc_out(F.gelu(fc(a), approximate="tanh"))
+        cache.advance(plan)
+        ln_f = self.tr.ln_f
+        h = F.layer_norm(h, (hidden,), ln_f.weight, ln_f.bias, ln_f.eps)
+        return h if self.head is None else self.head(h)
+
+
+class _CachedRun:
+    """State of the cached engine: both caches and, per cache row, where it stands.
+
+    Cache row r holds sample `samples[r]`; rows of finished samples are dropped."""
+
+    def __init__(self, gen: Generation, m: BGPT):
+        s, dev = gen.patch_size, gen.device
+        self.gen, self.m, self.s, self.dev = gen, m, s, dev
+        pdec, bdec = m.patch_decoder, m.byte_decoder
+        b = len(gen.prompts)
+        self.samples = list(range(b))
+        whole = [len(p) // s for p in gen.prompts]  # complete prompt patches per row
+        param_dtype = next(m.parameters()).dtype
+        cache_dtype = gen.dtype if gen.dtype != torch.float32 else param_dtype
+        self.emb_dtype = bdec.wte.weight.dtype
+
+        # Prefill: complete prompt patches, right-padded with PAD patches to the longest.
+        patches = torch.full((b, max(whole), s), PAD, dtype=torch.long, device=dev)
+        for r, p in enumerate(gen.prompts):
+            patches[r, : whole[r]] = torch.from_numpy(p[: whole[r] * s]).view(-1, s)
+        self.pcache = pdec.transformer.new_cache(b, gen.max_patches, dev, cache_dtype)
+        h = pdec.transformer(pdec.embed(patches), self.pcache)  # (B, P_max, H)
+        self.pcache.lens = list(whole)  # forget the padding: a row's next patch overwrites it
+        # (B, H): feature of each row's last complete patch, which predicts the next one
+        last = torch.tensor(whole, device=dev) - 1
+        self.feats = h[torch.arange(b, device=dev), last].to(self.emb_dtype)
+        self.bcache = bdec.transformer.new_cache(b, s, dev, cache_dtype)
+        transpose = dev.type == "cpu" and m.config.hidden_size <= 512
+        self.byte_step = _OneStep(bdec.transformer, cache_dtype, transpose, head=bdec.wte.weight)
+        self.patch_step = _OneStep(pdec.transformer, cache_dtype, transpose)
+
+        self.pos = [0] * b  # index in the current patch of the symbol predicted next
+        self.length = [w * s for w in whole]  # stream symbols so far
+        # bytes of a partial prompt patch, fed to the byte decoder one step at a time
+        self.forced = [deque(p[w * s :].tolist()) for p, w in zip(gen.prompts, whole, strict=True)]
+        self.patch: list[list[int]] = [[] for _ in range(b)]  # the current patch's symbols
+        self.prev = torch.zeros(b, dtype=torch.long, device=dev)  # each row's last symbol
+
+    def step(self) -> list[tuple[int, int]]:
+        """One symbol for every row; returns the (sample, byte) pairs that came out."""
+        gen, bdec, pos, dev = self.gen, self.m.byte_decoder, self.pos, self.dev
+        b = len(self.samples)
+        # Byte decoder, one position per row: at a patch start the feature, else the
+        # embedding of the row's last symbol.
+        starting = [q == 0 for q in pos]
+        if all(starting):
+            self.bcache.lens = [0] * b
+            x = self.feats
+        else:
+            x = bdec.wte.weight[self.prev]
+            if any(starting):
+                for r in range(b):
+                    if starting[r]:
+                        self.bcache.lens[r] = 0
+                x = torch.where(torch.tensor(starting, device=dev)[:, None], self.feats, x)
+        logits = self.byte_step(x, self.bcache)  # (b, 257)
+
+        drew = [not f for f in self.forced]  # forced: the rest of a partial prompt patch
+        symbols = [-1 if d else f.popleft() for d, f in zip(drew, self.forced, strict=True)]
+        drawing = [r for r in range(b) if drew[r]]
+        if drawing:
+            some = logits if len(drawing) == b else logits[drawing]
+            picked = gen._choose([self.samples[r] for r in drawing], some)
+            for r, y in zip(drawing, picked, strict=True):
+                symbols[r] = y
+
+        emitted, alive = [], []
+        for r in range(b):
+            y = symbols[r]
+            self.length[r] += 1
+            pos[r] += 1
+            self.patch[r].append(y)
+            if drew[r]:  # forced symbols are the prompt's and never complete a patch
+                ok = gen._accept(self.samples[r], y, self.length[r])
+                if y != PAD:
+                    emitted.append((self.samples[r], y))
+                if not ok:
+                    continue
+            alive.append(r)
+
+        self.prev = torch.tensor(symbols, device=dev)
+        if len(alive) < b:
+            self._keep(alive)
+        completed = [r for r in range(len(self.samples)) if self.pos[r] == self.s]
+        if completed:
+            self._next_patch(completed)
+        return emitted
+
+    def _keep(self, alive: list[int]) -> None:
+        """Drop finished rows from the caches and every per-row state."""
+        self.samples, self.pos, self.length, self.forced, self.patch = (
+            [xs[r] for r in alive]
+            for xs in (self.samples, self.pos, self.length, self.forced, self.patch)
+        )
+        if alive:
+            keep = torch.tensor(alive, dtype=torch.long, device=self.dev)
+            self.pcache.keep(keep)
+            self.bcache.keep(keep)
+            self.feats, self.prev = self.feats[keep], self.prev[keep]
+
+    def _next_patch(self, completed: list[int]) -> None:
+        """Patch decoder over the rows that completed a patch, that patch only: new features."""
+        pdec = self.m.patch_decoder
+        new = torch.tensor([self.patch[r] for r in completed], device=self.dev).view(-1, 1, self.s)
+        every = len(completed) == len(self.samples)
+        rows = None if every else torch.tensor(completed, device=self.dev)
+        out = self.patch_step(pdec.embed(new)[:, 0], self.pcache, rows).to(self.emb_dtype)
+        if every:
+            self.feats = out
+        else:
+            self.feats[rows] = out
+        for r in completed:
+            self.pos[r] = 0
+            self.patch[r] = []
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _options(top_k, top_p, temperature) -> Sampling:
+    return Sampling(top_k=top_k, top_p=top_p, temperature=temperature)
+
+
+def _seeds(seed: int | None, n: int) -> list[int] | None:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise BGPTError(f"seed must be an integer, got {seed!r}")
+    return [seed + i for i in range(n)]
+
+
+def _bytes_of(gen: Generation) -> Iterator[bytes]:
+    for step in gen:
+        for _, y in step:
+            yield bytes((y,))
+
+
+def generate_many(
+    model: BGPT,
+    prompts: Sequence[bytes],
+    ext: str = "bin",
+    *,
+    max_bytes: int | None = None,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    temperature: float = 1.0,
+    seed: int | None = None,
+    dtype: str | torch.dtype | None = None,
+    engine: str = "cached",
+    min_bytes: int = 0,
+) -> list[Output]:
+    """Generate one file after each prompt, all in one batch; sample i is seeded seed + i.
+
+    `min_bytes` forbids the end of the file before that many bytes (for benchmarks)."""
+    streams = [generation_prompt(p, ext, model.config.patch_size) for p in prompts]
+    return Generation(
+        model,
+        streams,
+        engine=engine,
+        max_bytes=max_bytes,
+        min_bytes=min_bytes,
+        sampling=_options(top_k, top_p, temperature),
+        seeds=_seeds(seed, len(streams)),
+        dtype=dtype,
+    ).run()
+
+
+def generate(
+    model: BGPT,
+    prompt: bytes = b"",
+    ext: str = "bin",
+    max_bytes: int | None = None,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    temperature: float = 1.0,
+    seed: int | None = None,
+    **kwargs,
+) -> bytes:
+    """The bytes of a new file with extension `ext` that starts with `prompt` (the prompt itself
+    not included). Stops at the end patch, after `max_bytes` bytes, or at the context limit.
+    The same seed gives the same bytes; `top_k=1` is greedy. Keywords: dtype ("fp32", "bf16"),
+    engine ("cached", "uncached", "reference"), min_bytes."""
+    return generate_many(
+        model,
+        [prompt],
+        ext,
+        max_bytes=max_bytes,
+        top_k=top_k,
+        top_p=top_p,
+        temperature=temperature,
+        seed=seed,
+        **kwargs,
+    )[0].data
+
+
+def stream(
+    model: BGPT,
+    prompt: bytes = b"",
+    ext: str = "bin",
+    max_bytes: int | None = None,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    temperature: float = 1.0,
+    seed: int | None = None,
+    dtype: str | torch.dtype | None = None,
+    engine: str = "cached",
+) -> Iterator[bytes]:
+    """Like `generate`, as an iterator of one-byte `bytes` yielded as they are produced."""
+    gen = Generation(
+        model,
+        [generation_prompt(prompt, ext, model.config.patch_size)],
+        engine=engine,
+        max_bytes=max_bytes,
+        sampling=_options(top_k, top_p, temperature),
+        seeds=_seeds(seed, 1),
+        dtype=dtype,
+    )
+    return _bytes_of(gen)
+
+
+def conversion_streams(
+    model: BGPT, inputs: Sequence[tuple[bytes, str]], to: str
+) -> list[np.ndarray]:
+    """Conversion prompts (SPEC §3): each input's stream without end patch + `to`'s header patch."""
+    s = model.config.patch_size
+    return [
+        conversion_prompt(
+            np.frombuffer(_as_bytes(x, "input"), dtype=np.uint8), _clean_ext(e), _clean_ext(to), s
+        )
+        for x, e in inputs
+    ]
+
+
+def convert_many(
+    model: BGPT,
+    inputs: Sequence[tuple[bytes, str]],
+    to: str,
+    *,
+    max_bytes: int | None = None,
+    top_k: int = 1,
+    top_p: float = 1.0,
+    temperature: float = 1.0,
+    seed: int | None = None,
+    dtype: str | torch.dtype | None = None,
+    engine: str = "cached",
+) -> list[Output]:
+    """Convert several (data, extension) inputs into files with extension `to`, in one batch.
+    Greedy by default."""
+    streams = conversion_streams(model, inputs, to)
+    return Generation(
+        model,
+        streams,
+        engine=engine,
+        max_bytes=max_bytes,
+        sampling=_options(top_k, top_p, temperature),
+        seeds=_seeds(seed, len(streams)),
+        dtype=dtype,
+    ).run()
+
+
+def convert(
+    model: BGPT,
+    data: bytes,
+    ext: str,
+    to: str,
+    max_bytes: int | None = None,
+    top_k: int = 1,
+    top_p: float = 1.0,
+    temperature: float = 1.0,
+    seed: int | None = None,
+    stream: bool = False,
+    **kwargs,
+) -> bytes | Iterator[bytes]:
+    """Conversion inference (SPEC §3): the file with extension `to` that the model writes for
+    input `data` (extension `ext`). Greedy by default; `stream=True` returns an iterator of
+    one-byte `bytes` instead (as `convert_stream`)."""
+    if stream:
+        return convert_stream(
+            model,
+            data,
+            ext,
+            to,
+            max_bytes=max_bytes,
+            top_k=top_k,
+            top_p=top_p,
+            temperature=temperature,
+            seed=seed,
+            **kwargs,
+        )
+    return convert_many(
+        model,
+        [(data, ext)],
+        to,
+        max_bytes=max_bytes,
+        top_k=top_k,
+        top_p=top_p,
+        temperature=temperature,
+        seed=seed,
+        **kwargs,
+    )[0].data
+
+
+def convert_stream(
+    model: BGPT,
+    data: bytes,
+    ext: str,
+    to: str,
+    max_bytes: int | None = None,
+    top_k: int = 1,
+    top_p: float = 1.0,
+    temperature: float = 1.0,
+    seed: int | None = None,
+    dtype: str | torch.dtype | None = None,
+    engine: str = "cached",
+) -> Iterator[bytes]:
+    """Like `convert`, as an iterator of one-byte `bytes` yielded as they are produced."""
+    gen = Generation(
+        model,
+        conversion_streams(model, [(data, ext)], to),
+        engine=engine,
+        max_bytes=max_bytes,
+        sampling=_options(top_k, top_p, temperature),
+        seeds=_seeds(seed, 1),
+        dtype=dtype,
+    )
+    return _bytes_of(gen)
+
+
+__all__ = [
+    "ENGINES",
+    "Generation",
+    "Output",
+    "STOP_CONTEXT",
+    "STOP_END",
+    "STOP_MAX_BYTES",
+    "Sampling",
+    "convert",
+    "convert_many",
+    "convert_stream",
+    "conversion_streams",
+    "generate",
+    "generate_many",
+    "generation_prompt",
+    "sample_symbols",
+    "stop_message",
+    "stream",
+]

@@ -1,0 +1,513 @@
+"""Generation and conversion: the cached engine against the plain loops, batching, stopping,
+sampling and the `generate` / `convert` commands. Tiny models (patch size 4), fp32."""
+
+import numpy as np
+import pytest
+import torch
+
+from bgpt.checkpoint import save_pretrained
+from bgpt.cli import main
+from bgpt.config import BGPTConfig
+from bgpt.errors import BGPTError
+from bgpt.generate import (
+    STOP_CONTEXT,
+    STOP_END,
+    STOP_MAX_BYTES,
+    Generation,
+    Sampling,
+    conversion_streams,
+    convert,
+    convert_many,
+    convert_stream,
+    generate,
+    generate_many,
+    generation_prompt,
+    sample_symbols,
+    stream,
+)
+from bgpt.model import BGPT, BGPTClassifier
+from bgpt.stream import PAD, conversion_prompt
+
+S = 4
+SHAPES = [  # (hidden, heads, patch layers, byte layers, max patches)
+    (32, 1, 1, 1, 12),
+    (64, 2, 2, 2, 16),
+    (48, 3, 2, 1, 9),
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny ops: one thread is fastest and immune to other jobs on the machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_model(
+    hidden=64, heads=2, patch_layers=2, byte_layers=2, max_patches=16, seed=0, std=0.3
+) -> BGPT:
+    """Random weights large enough for peaked, varied distributions (GPT-2 init is near uniform)."""
+    config = BGPTConfig(
+        patch_size=S,
+        max_patches=max_patches,
+        hidden_size=hidden,
+        heads=heads,
+        patch_layers=patch_layers,
+        byte_layers=byte_layers,
+        dropout=0.0,
+    )
+    torch.manual_seed(seed)
+    model = BGPT(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, std)
+    return model.eval()
+
+
+def pad_bias(model: BGPT, k: float) -> BGPT:
+    """Raise the logit of PAD by about k, so that files end after a few bytes."""
+    with torch.no_grad():
+        w = model.byte_decoder.wte.weight[PAD]
+        model.byte_decoder.transformer.ln_f.bias += k * w / w.dot(w)
+    return model
+
+
+def prompt_bytes(n: int, seed: int = 1) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
+def run_with_logits(model, prompts, **kw):
+    """Outputs and, per sample, the (steps, 257) log-probabilities the engine drew from."""
+    seen: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(prompts))}
+
+    def hook(samples, logits):
+        for i, row in zip(samples, logits.log_softmax(-1), strict=True):
+            seen[i].append(row.clone())
+
+    gen = Generation(model, prompts, logits_hook=hook, **kw)
+    outs = gen.run()
+    return outs, [
+        torch.stack(seen[i]) if seen[i] else torch.zeros(0, 257) for i in range(len(prompts))
+    ]
+
+
+# ----------------------------------------------------------------------------- cached == plain
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"h{s[0]}-l{s[2]}{s[3]}-L{s[4]}")
+def test_cached_equals_plain_loops_for_every_prompt_length(shape):
+    """Greedy bytes identical, distributions within 1e-4; prompts 0..2S+1 bytes (every residue
+    mod S), all in one ragged batch for the cached engine, one batch per length for the loops."""
+    hidden, heads, pl, bl, mp = shape
+    model = make_model(hidden, heads, pl, bl, mp)
+    prompts = [generation_prompt(prompt_bytes(n, seed=n), "txt", S) for n in range(2 * S + 2)]
+    # min_bytes: no early end, so that outputs run to the context limit (the logits hook sees
+    # the raw logits, PAD included)
+    cached, lp_cached = run_with_logits(
+        model, prompts, engine="cached", sampling=Sampling(top_k=1), min_bytes=10**6
+    )
+    for engine in ("uncached", "reference"):
+        plain, lp_plain = run_with_logits(
+            model, prompts, engine=engine, sampling=Sampling(top_k=1), min_bytes=10**6
+        )
+        assert [o.data for o in plain] == [o.data for o in cached]
+        assert [o.stop for o in plain] == [o.stop for o in cached] == [STOP_CONTEXT] * len(prompts)
+        for a, b in zip(lp_cached, lp_plain, strict=True):
+            assert a.shape == b.shape and len(a) > 0
+            assert (a - b).abs().max() < 1e-4
+    # seeded sampling: the same bytes too, and varied ones (greedy may repeat one byte)
+    sampled = Generation(model, prompts, seeds=range(len(prompts)), min_bytes=10**6).run()
+    assert (
+        sampled
+        == Generation(
+            model, prompts, seeds=range(len(prompts)), min_bytes=10**6, engine="reference"
+        ).run()
+    )
+    assert len(set(b"".join(o.data for o in sampled))) > 100
+    for o, p in zip(cached, prompts, strict=True):  # context: (L patches) - header - prompt
+        assert len(o.data) == mp * S - len(p)
+
+
+def test_cached_equals_plain_with_early_ends_and_sampling():
+    model = pad_bias(make_model(seed=3), 3.0)
+    prompts = [generation_prompt(prompt_bytes(n), "bin", S) for n in (0, 1, 2, 3, 5, 7)]
+    for sampling in (Sampling(top_k=1), Sampling(), Sampling(top_k=20, top_p=0.9, temperature=0.8)):
+        seeds = None if sampling.greedy else [11 * i for i in range(len(prompts))]
+        cached = Generation(model, prompts, sampling=sampling, seeds=seeds).run()
+        plain = Generation(model, prompts, sampling=sampling, seeds=seeds, engine="uncached").run()
+        assert cached == plain
+    stops = {o.stop for o in cached}
+    assert STOP_END in stops
+
+
+def test_cached_matches_teacher_forcing():
+    """The distributions the engine draws from are the model's own on the finished stream."""
+    model = make_model(seed=5)
+    prompt = prompt_bytes(6)
+    outs, (lp,) = run_with_logits(
+        model, [generation_prompt(prompt, "abc", S)], sampling=Sampling(top_k=1), max_bytes=30
+    )
+    data = prompt + outs[0].data
+    symbols = torch.from_numpy(generation_prompt(data, "abc", S).astype(np.int64))
+    symbols = torch.cat([symbols, torch.full((-len(symbols) % S,), PAD)]).view(1, -1, S)
+    with torch.no_grad():
+        tf = model.symbol_logprobs(symbols, torch.ones(1, symbols.shape[1], dtype=torch.bool))[
+            0
+        ].flatten()
+    # predicted symbol j of the stream (j >= S) is tf[j - S]; the output starts after the prompt
+    first = len(prompt)
+    chosen = torch.tensor(list(outs[0].data))
+    got = lp[torch.arange(len(chosen)), chosen]
+    assert (got - tf[first : first + len(chosen)]).abs().max() < 1e-4
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+def test_batch_equals_each_sample_alone():
+    model = make_model(seed=7)
+    raw = [prompt_bytes(n, seed=n) for n in (9, 0, 6, 1, 3, 2, 13)]  # every residue, ragged
+    for kw in (dict(top_k=1), dict(seed=123), dict(seed=5, top_k=30, top_p=0.8, temperature=1.3)):
+        together = generate_many(model, raw, "txt", **kw)
+        for i, p in enumerate(raw):
+            one = dict(kw, seed=kw["seed"] + i) if "seed" in kw else kw
+            alone = generate_many(model, [p], "txt", **one)[0]
+            assert together[i] == alone
+    # the same with early ends inside the batch (rows leave the caches at different steps)
+    model = pad_bias(model, 2.5)
+    together = generate_many(model, raw, "txt", seed=9)
+    assert {o.stop for o in together} >= {STOP_END}
+    for i, p in enumerate(raw):
+        assert generate_many(model, [p], "txt", seed=9 + i)[0] == together[i]
+
+
+def test_batch_distributions_equal_single():
+    model = make_model(seed=8)
+    prompts = [generation_prompt(prompt_bytes(n), "bin", S) for n in (5, 2, 0)]
+    _, lp_batch = run_with_logits(model, prompts, sampling=Sampling(top_k=1), max_bytes=25)
+    for i, p in enumerate(prompts):
+        _, (lp_one,) = run_with_logits(model, [p], sampling=Sampling(top_k=1), max_bytes=25)
+        assert lp_one.shape == lp_batch[i].shape
+        assert (lp_one - lp_batch[i]).abs().max() < 1e-5
+
+
+def test_ragged_cache_equals_full_forward():
+    """Transformer with a ragged cache: rows prefilled to different lengths, then a step on a
+    subset of rows, equal the uncached forward of each row."""
+    model = make_model(seed=2)
+    tr = model.patch_decoder.transformer
+    x = torch.randn(3, 7, 64)
+    lens = [3, 6, 4]
+    with torch.no_grad():
+        full = tr(x)
+        cache = tr.new_cache(3, 8, "cpu", torch.float32)
+        tr(
+            torch.where(
+                torch.arange(7)[None, :, None] < torch.tensor(lens)[:, None, None], x, 99.0
+            ),
+            cache,
+        )
+        cache.lens = list(lens)  # the padding (99) is forgotten and overwritten
+        rows = torch.tensor([2, 0])
+        out = tr(x[rows, torch.tensor(lens)[rows]][:, None], cache, rows)[:, 0]
+        torch.testing.assert_close(out, full[rows, torch.tensor(lens)[rows]], atol=1e-5, rtol=0)
+        assert cache.lens == [4, 6, 5]
+        at = torch.tensor(cache.lens)
+        out = tr(x[torch.arange(3), at][:, None], cache)[:, 0]  # all rows, ragged lengths
+        torch.testing.assert_close(out, full[torch.arange(3), at], atol=1e-5, rtol=0)
+        assert cache.lens == [5, 7, 6]
+
+
+# ----------------------------------------------------------------------------- stopping
+
+
+def test_stop_at_end_patch():
+    model = pad_bias(make_model(seed=4), 3.0)
+    outs = generate_many(model, [b""] * 32, "txt", seed=0)
+    ended = [o for o in outs if o.stop == STOP_END]
+    assert (
+        ended and any(len(o.data) % S for o in ended) and any(len(o.data) % S == 0 for o in ended)
+    )
+    for i, o in enumerate(outs):
+        if o.stop != STOP_END:
+            continue
+        # the draw after the last byte was PAD: one byte fewer allowed is a max_bytes stop with
+        # the same bytes, one more allowed still ends there
+        assert generate(model, ext="txt", seed=i, max_bytes=len(o.data) + 1) == o.data
+        if o.data:
+            short = generate_many(model, [b""], "txt", seed=i, max_bytes=len(o.data))[0]
+            assert short == type(o)(o.data, STOP_MAX_BYTES)
+
+
+def test_stop_at_context_limit_and_max_bytes():
+    model = make_model(seed=6, max_patches=8)
+    for n in range(2 * S + 2):
+        p = prompt_bytes(n)
+        o = generate_many(model, [p], "bin", seed=1, min_bytes=10**6)[0]
+        assert o.stop == STOP_CONTEXT and len(o.data) == 8 * S - S - n
+        m = generate_many(model, [p], "bin", seed=1, max_bytes=5, min_bytes=10**6)[0]
+        assert m == type(o)(o.data[:5], STOP_MAX_BYTES)
+    assert generate_many(model, [b"x"], max_bytes=0)[0] == type(o)(b"", STOP_MAX_BYTES)
+    with pytest.raises(BGPTError, match="context"):
+        generate(model, prompt_bytes(7 * S))  # header + 7 patches: no room left
+    assert len(generate(model, prompt_bytes(7 * S - 1), seed=0, top_k=1)) <= 1
+
+
+def test_same_seed_same_bytes_and_stream():
+    model = make_model(seed=9)
+    a = generate(model, b"ab", "txt", seed=42, max_bytes=40)
+    assert a == generate(model, b"ab", "txt", seed=42, max_bytes=40)
+    assert a != generate(model, b"ab", "txt", seed=43, max_bytes=40)
+    assert b"".join(stream(model, b"ab", "txt", seed=42, max_bytes=40)) == a
+    assert model.generate(b"ab", "txt", seed=42, max_bytes=40) == a
+    assert b"".join(model.stream(b"ab", "txt", seed=42, max_bytes=40)) == a
+    # greedy needs no seed; training mode is restored and does not change the output (no dropout)
+    g = generate(model, b"ab", "txt", top_k=1, max_bytes=40)
+    model.train()
+    assert generate(model, b"ab", "txt", top_k=1, max_bytes=40) == g and model.training
+
+
+def test_bf16_runs():
+    model = make_model(seed=1)
+    out = generate_many(
+        model, [b"abc", b""], "txt", seed=0, max_bytes=12, min_bytes=12, dtype="bf16"
+    )
+    assert [len(o.data) for o in out] == [12, 12]
+
+
+# ----------------------------------------------------------------------------- conversion
+
+
+def test_conversion_prompt_and_batched_convert():
+    model = make_model(seed=10, max_patches=24)
+    inputs = [(prompt_bytes(n, seed=n), "abc") for n in (5, 12, 1, 8)]
+    streams = conversion_streams(model, inputs, "mid")
+    for (x, e), st in zip(inputs, streams, strict=True):
+        assert np.array_equal(st, conversion_prompt(np.frombuffer(x, np.uint8), e, "mid", S))
+    together = convert_many(model, inputs, "mid")
+    for i, (x, e) in enumerate(inputs):
+        alone = convert(model, x, e, "mid")
+        assert together[i].data == alone == model.convert(x, e, "mid")
+        assert b"".join(convert_stream(model, x, e, "mid")) == alone
+        assert b"".join(convert(model, x, e, "mid", stream=True)) == alone
+        assert convert_many(model, [(x, e)], "mid", engine="uncached")[0] == together[i]
+    assert convert_many(model, inputs, "mid", seed=3, top_k=0) == [
+        convert_many(model, [inp], "mid", seed=3 + i, top_k=0)[0] for i, inp in enumerate(inputs)
+    ]
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def test_sampling_rules():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    gens = [torch.Generator().manual_seed(0)]
+
+    def draws(sampling, n=400):
+        return {sample_symbols(logits, sampling, gens)[0] for _ in range(n)}
+
+    assert sample_symbols(logits, Sampling(top_k=1), [None]) == [0]
+    assert draws(Sampling()) == {0, 1, 2, 3}
+    assert draws(Sampling(top_k=2)) == {0, 1}
+    assert draws(Sampling(top_p=0.45)) == {0}
+    assert draws(Sampling(top_p=0.6)) == {0, 1}
+    assert draws(Sampling(top_p=0.81)) == {0, 1, 2}
+    assert draws(Sampling(temperature=0.01)) == {0}
+    for bad in (
+        dict(top_k=-1),
+        dict(top_p=0.0),
+        dict(top_p=1.5),
+        dict(temperature=0.0),
+        dict(temperature=-1),
+    ):
+        with pytest.raises(BGPTError):
+            Sampling(**bad)
+
+
+def test_library_errors():
+    model = make_model()
+    with pytest.raises(BGPTError, match="max_bytes"):
+        generate(model, max_bytes=-1)
+    with pytest.raises(BGPTError, match="engine"):
+        generate(model, engine="fast")
+    classifier = BGPTClassifier(
+        BGPTConfig(
+            patch_size=S,
+            max_patches=8,
+            hidden_size=32,
+            patch_layers=1,
+            byte_layers=0,
+            num_classes=3,
+        )
+    )
+    with pytest.raises(BGPTError, match="classifier"):
+        Generation(classifier, [generation_prompt(b"", "txt", S)])
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = make_model(seed=11)
+    save_pretrained(model, tmp_path / "model")
+    return model, tmp_path / "model"
+
+
+def test_cli_generate_writes_files(saved, tmp_path):
+    model, path = saved
+    out = tmp_path / "out"
+    (tmp_path / "p.txt").write_bytes(b"hello")
+    assert (
+        main(
+            [
+                "generate",
+                str(path),
+                "--ext",
+                ".txt",
+                "-n",
+                "3",
+                "--out",
+                str(out),
+                "--seed",
+                "7",
+                "--max-bytes",
+                "20",
+                "--prompt",
+                str(tmp_path / "p.txt"),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    files = sorted(out.iterdir())
+    assert [f.name for f in files] == ["sample-0000.txt", "sample-0001.txt", "sample-0002.txt"]
+    want = generate_many(model, [b"hello"] * 3, "txt", seed=7, max_bytes=20)
+    assert [f.read_bytes() for f in files] == [b"hello" + o.data for o in want]  # prompt first
+    # batch size 1 gives the same files
+    assert (
+        main(
+            [
+                "generate",
+                str(path),
+                "--ext",
+                "txt",
+                "-n",
+                "3",
+                "--out",
+                str(out),
+                "--seed",
+                "7",
+                "--max-bytes",
+                "20",
+                "--prompt",
+                str(tmp_path / "p.txt"),
+                "--batch-size",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert [f.read_bytes() for f in sorted(out.iterdir())] == [b"hello" + o.data for o in want]
+
+
+def test_cli_files_grow_patch_by_patch(saved, tmp_path, monkeypatch):
+    """Each file on disk holds every byte so far whenever its stream is at a patch boundary."""
+    _, path = saved
+    out, checked = tmp_path / "grow", []
+    iterate = Generation.__iter__
+
+    def spy(gen):
+        for step in iterate(gen):
+            yield step
+            # back here once the command has written this step
+            for j in range(len(gen.prompts)):
+                if gen.at_patch_end(j):
+                    size = (out / f"sample-{j:04d}.bin").stat().st_size
+                    assert size == len(gen.outputs[j])
+                    checked.append(size)
+
+    monkeypatch.setattr(Generation, "__iter__", spy)
+    argv = ["generate", str(path), "--ext", "bin", "-n", "2", "--out", str(out), "--seed", "1"]
+    assert main(argv + ["--max-bytes", "30", "-q"]) == 0
+    assert len(set(checked)) > 3
+
+
+def test_cli_convert(saved, tmp_path):
+    model, path = saved
+    a, b = tmp_path / "a.abc", tmp_path / "tune.b.abc"
+    a.write_bytes(b"X:1\nK:G\nabc|")
+    b.write_bytes(b"X:2\n")
+    assert (
+        main(
+            [
+                "convert",
+                str(path),
+                str(a),
+                str(b),
+                "--to",
+                "mid",
+                "--out",
+                str(tmp_path / "c"),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "c" / "a.mid").read_bytes() == convert(model, a.read_bytes(), "abc", "mid")
+    assert (tmp_path / "c" / "tune.b.mid").read_bytes() == convert(
+        model, b.read_bytes(), "abc", "mid"
+    )
+
+
+def test_cli_errors_are_one_line(saved, tmp_path, capsys):
+    _, path = saved
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "afile").write_bytes(b"x")
+    (tmp_path / "in.abc").write_bytes(b"abc")
+    classifier = BGPTClassifier(
+        BGPTConfig(
+            patch_size=S,
+            max_patches=8,
+            hidden_size=32,
+            patch_layers=1,
+            byte_layers=0,
+            num_classes=2,
+        )
+    )
+    save_pretrained(classifier, tmp_path / "clf")
+    out = str(tmp_path / "o")
+    gen = ["generate", str(path), "--ext", "txt", "--out", out]
+    cases = [
+        (gen + ["--prompt", str(tmp_path / "missing")], "no such file"),
+        (gen + ["--prompt", str(tmp_path / "empty")], "empty"),
+        (["generate", str(path), "--ext", "txt", "--out", str(tmp_path / "afile")], "is a file"),
+        (gen + ["-n", "0"], "-n"),
+        (gen + ["--top-p", "1.5"], "top_p"),
+        (gen + ["--top-p", "0"], "top_p"),
+        (gen + ["--temperature", "0"], "temperature"),
+        (gen + ["--max-bytes", "-1"], "max-bytes"),
+        (gen + ["--ext", "a/b"], "extension"),
+        (["generate", str(tmp_path / "afile"), "--ext", "txt", "--out", out], "checkpoint"),
+        (["generate", str(tmp_path / "clf"), "--ext", "txt", "--out", out], "classifier"),
+        (
+            ["convert", str(path), str(tmp_path / "in.abc"), "--to", "a/mid", "--out", out],
+            "extension",
+        ),
+        (
+            ["convert", str(path), str(tmp_path / "nope.abc"), "--to", "mid", "--out", out],
+            "no such file",
+        ),
+        (["convert", str(path), str(tmp_path / "empty"), "--to", "mid", "--out", out], "empty"),
+    ]
+    for argv, words in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err, (argv, err)
+    long = tmp_path / "long.abc"
+    long.write_bytes(bytes(200))
+    assert main(["convert", str(path), str(long), "--to", "mid", "--out", out]) == 2
+    assert "too long" in capsys.readouterr().err
