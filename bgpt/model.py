@@ -108,6 +108,12 @@ class KVCache(list):
         self.lens = [self.lens[i] for i in rows.tolist()]
 
 
+ROW_BUCKET = 128
+"""In training, the byte-level decoder's rows (predicted patches) are padded up to a
+multiple of this: with bf16 on CPU every new matmul shape is cached by oneDNN, and
+batches of varying sizes made the resident memory grow without bound (measured: ~5 GB
+after 300 steps of the demo); the padded rows are dropped from the loss."""
+
 SHORT_SEQUENCE = 64
 """At or below this many positions in bf16/fp16, attention runs as two explicit matmuls:
 on CPU, the fused kernel is ~3x slower than that for the byte-level decoder's many
@@ -337,9 +343,15 @@ class BGPT(nn.Module):
         if 0 < sample_patches < len(targets):
             pick = torch.randperm(len(targets), device=targets.device, generator=generator)[:sample_patches]
             feats, targets, rows = feats[pick], targets[pick], rows[pick]
+        n = len(targets)
+        pad = (-n) % ROW_BUCKET if self.training else 0
+        if pad:  # round the rows up: few distinct shapes keep CPU kernel caches (and RSS) bounded
+            feats = torch.cat([feats, feats.new_zeros(pad, feats.shape[1])])
+            targets = torch.cat([targets, targets.new_full((pad, targets.shape[1]), PAD)])
         logits = self.byte_decoder(feats, targets)  # (N, S, 257)
         nll = F.cross_entropy(logits.reshape(-1, VOCAB_SIZE).float(), targets.reshape(-1), reduction="none")
-        return ModelOutput(nll.mean(), nll.view(targets.shape), rows)
+        nll = nll.view(targets.shape)[:n]
+        return ModelOutput(nll.mean(), nll, rows)
 
     def symbol_logprobs(self, patches: torch.Tensor, mask: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
         """log p(symbol) of every predicted symbol: (B, P-1, S) float32, zero where the

@@ -155,12 +155,14 @@ class Batch:
         return int(((self.patches != PAD) & self.mask.unsqueeze(-1)).sum())
 
 
-def collate(streams: list[Stream], first_scored: list[int] | None = None) -> Batch:
-    """Pad streams with whole PAD patches to the longest; build masks."""
+def collate(streams: list[Stream], first_scored: list[int] | None = None, bucket: int = 1, max_patches: int | None = None) -> Batch:
+    """Pad streams with whole PAD patches to the longest (rounded up to a multiple of
+    `bucket`, at most `max_patches`: fewer distinct shapes); build masks."""
     if not streams:
         raise ValueError("collate: empty batch")
     s = streams[0].patch_size
     p = max(st.num_patches for st in streams)
+    p = max(p, min(-(-p // bucket) * bucket, max_patches or p))
     b = len(streams)
     symbols = np.full((b, p * s), PAD, dtype=np.int64)
     roles = np.zeros((b, p * s), dtype=np.uint8)

@@ -423,7 +423,7 @@ def run_training(cfg: TrainConfig) -> tuple[dict, torch.nn.Module]:
                 mine = slots[m * micro + rank * per_rank : m * micro + (rank + 1) * per_rank]
                 examples = [train_set.train_example(item, cfg.seed, epoch) for epoch, item in mine]
                 labels_t = torch.tensor([e.label for e in examples], device=device)
-                micro_batches.append((collate([e.stream for e in examples]).to(device), labels_t))
+                micro_batches.append((collate([e.stream for e in examples], bucket=16, max_patches=config.max_patches).to(device), labels_t))
             units = torch.tensor(float(sum(task.units(b) for b, _ in micro_batches)), device=device)
             if world > 1:
                 dist.all_reduce(units)
@@ -522,7 +522,7 @@ def _time_trial_steps(model, task, train_set, cfg: TrainConfig, device, dtype, m
         for m in range(cfg.grad_accum):
             mine = slots[m * micro + rank * per_rank : m * micro + (rank + 1) * per_rank]
             examples = [train_set.train_example(item, cfg.seed, epoch) for epoch, item in mine]
-            batch = collate([e.stream for e in examples]).to(device)
+            batch = collate([e.stream for e in examples], bucket=16, max_patches=train_set.max_patches).to(device)
             labels = torch.tensor([e.label for e in examples], device=device)
             with autocast(device, dtype):
                 loss, _ = task.loss_sum(trial, batch, labels)
