@@ -491,6 +491,7 @@ def test_cli_errors_are_one_line(saved, tmp_path, capsys):
         (gen + ["--temperature", "0"], "temperature"),
         (gen + ["--max-bytes", "-1"], "max-bytes"),
         (gen + ["--ext", "a/b"], "extension"),
+        (gen + ["--threads", "-1"], "threads"),
         (["generate", str(tmp_path / "afile"), "--ext", "txt", "--out", out], "checkpoint"),
         (["generate", str(tmp_path / "clf"), "--ext", "txt", "--out", out], "classifier"),
         (

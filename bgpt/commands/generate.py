@@ -72,6 +72,13 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
         choices=("cached", "uncached", "reference"),
         help="cached (default); the others are the slow reference loops, for comparison",
     )
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for torch (default 0: torch's choice); on a busy machine 1 is often "
+        "much faster, see docs/benchmarks.md",
+    )
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -90,6 +97,8 @@ def _check_common(args: argparse.Namespace) -> None:
         raise BGPTError(f"--max-bytes must be >= 0, got {args.max_bytes}")
     if args.batch_size < 0:
         raise BGPTError(f"--batch-size must be >= 0, got {args.batch_size}")
+    if args.threads < 0:
+        raise BGPTError(f"--threads must be >= 0, got {args.threads}")
 
 
 def _note_long_ext(ext: str, flag: str, patch_size: int) -> None:
@@ -114,12 +123,16 @@ def _out_dir(path: str) -> Path:
     return out
 
 
-def _load_generative(path: str, device_name: str, dtype_name: str):
+def _load_generative(path: str, device_name: str, dtype_name: str, threads: int = 0):
+    import torch
+
     from bgpt.checkpoint import load
     from bgpt.device import resolve_device, resolve_dtype
     from bgpt.model import BGPT
 
     device = resolve_device(device_name)
+    if threads:
+        torch.set_num_threads(threads)
     dtype = resolve_dtype(dtype_name, device)
     model = load(path)
     if not isinstance(model, BGPT):
@@ -262,7 +275,7 @@ def generate_run(args: argparse.Namespace) -> int:
                 f"--prompt {path}: the file is empty (leave --prompt out to start from nothing)"
             )
     out = _out_dir(args.out)
-    model, dtype = _load_generative(args.model, args.device, args.dtype)
+    model, dtype = _load_generative(args.model, args.device, args.dtype, args.threads)
     _note_long_ext(ext, "--ext", model.config.patch_size)
     stream = generation_prompt(prompt, ext, model.config.patch_size)
     room = model.config.context_bytes - len(stream)
@@ -316,7 +329,7 @@ def convert_run(args: argparse.Namespace) -> int:
         names[target] = path
         inputs.append((data, extension_of(path)))
     out = _out_dir(args.out)
-    model, dtype = _load_generative(args.model, args.device, args.dtype)
+    model, dtype = _load_generative(args.model, args.device, args.dtype, args.threads)
     _note_long_ext(to, "--to", model.config.patch_size)
     streams = conversion_streams(model, inputs, to)
     c = model.config
