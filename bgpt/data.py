@@ -308,7 +308,7 @@ class StreamDataset:
         self.items: list[tuple[int, ...]]
         if conversion:
             per_direction = [[pair + (a, b) for pair in pair_by_stem(files, a, b, warn)] for a, b in parse_conversion(conversion)]
-            self.items = [it for group in zip(*per_direction) for it in group]  # directions interleaved
+            self.items = [it for group in zip(*per_direction, strict=False) for it in group]  # directions interleaved
         else:
             self.items = [(i,) for i in range(len(files))]
         self.labels = labels

@@ -444,7 +444,7 @@ def run_training(cfg: TrainConfig) -> tuple[dict, torch.nn.Module]:
                 t = torch.tensor([loss_total, nbytes, *step_stats.values()], dtype=torch.float64, device=device)
                 dist.all_reduce(t)
                 loss_total, nbytes = float(t[0]), int(t[1])
-                step_stats = dict(zip(step_stats, t[2:].tolist()))
+                step_stats = dict(zip(step_stats, t[2:].tolist(), strict=False))
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip else float("inf"))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

@@ -13,7 +13,14 @@ import torch
 
 import bgpt
 from bgpt.cli import main
-from bgpt.data import PackedSet, PackWriter, open_files, pair_by_stem, parse_conversion, split_holdout
+from bgpt.data import (
+    PackedSet,
+    PackWriter,
+    open_files,
+    pair_by_stem,
+    parse_conversion,
+    split_holdout,
+)
 from bgpt.errors import BGPTError
 from bgpt.train import TrainConfig, items_for_step, lr_at, read_metrics, run_training
 

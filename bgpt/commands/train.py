@@ -85,7 +85,10 @@ def eval_run(args: argparse.Namespace) -> int:
     dtype = resolve_dtype(args.dtype, device)
     model = load(args.model).to(device)
     c = model.config
-    warn = (lambda m: print(m, file=sys.stderr))
+
+    def warn(m: str) -> None:
+        print(m, file=sys.stderr)
+
     files = open_files(args.data, warn)
     if c.is_classifier:
         if args.conversion:
@@ -100,7 +103,7 @@ def eval_run(args: argparse.Namespace) -> int:
         width = max(8, *(len(x) for x in labels))
         print("confusion (rows: truth, columns: prediction)")
         print(" " * width + " ".join(f"{x[:8]:>8}" for x in labels))
-        for name, row in zip(labels, r["confusion"]):
+        for name, row in zip(labels, r["confusion"], strict=False):
             print(f"{name:<{width}}" + " ".join(f"{v:>8}" for v in row))
         return 0
     ds = StreamDataset(files, c.patch_size, c.max_patches, args.conversion, warn=warn)
@@ -154,10 +157,10 @@ def classify_run(args: argparse.Namespace) -> int:
         examples.append(Example(st.window(0, c.max_patches), 1, i))
     probs = classify_examples(model, examples, max(1, args.batch_size), device, __import__("torch").float32)
     labels = c.labels or [str(i) for i in range(c.num_classes)]
-    for name, p in zip(args.files, probs):
+    for name, p in zip(args.files, probs, strict=False):
         k = int(p.argmax())
         if args.json:
-            print(json.dumps({"file": name, "label": labels[k], "probability": float(p[k]), "probabilities": dict(zip(labels, map(float, p)))}))
+            print(json.dumps({"file": name, "label": labels[k], "probability": float(p[k]), "probabilities": dict(zip(labels, map(float, p), strict=False))}))
         else:
             print(f"{name}\t{labels[k]}\t{float(p[k]):.4f}")
     return 0
