@@ -35,5 +35,6 @@ if [ -z "${QUICK:-}" ]; then
   run "$PY" benchmarks/generate.py --configs small paper --threads 1 --budget 300
   run "$PY" benchmarks/cpu_sim.py --n 20000
 fi
+chmod 644 "$tmp"
 mv "$tmp" "$out"
 echo "wrote $out"
