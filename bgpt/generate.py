@@ -592,6 +592,32 @@ def _seeds(seed: int | None, n: int) -> list[int] | None:
     return [seed + i for i in range(n)]
 
 
+def _generation(
+    model: BGPT,
+    streams: Sequence[np.ndarray],
+    *,
+    max_bytes,
+    top_k,
+    top_p,
+    temperature,
+    seed,
+    dtype,
+    engine,
+    min_bytes: int = 0,
+) -> Generation:
+    """The one place the public functions build a run from their keyword arguments."""
+    return Generation(
+        model,
+        streams,
+        engine=engine,
+        max_bytes=max_bytes,
+        min_bytes=min_bytes,
+        sampling=_options(top_k, top_p, temperature),
+        seeds=_seeds(seed, len(streams)),
+        dtype=dtype,
+    )
+
+
 def _bytes_of(gen: Generation) -> Iterator[bytes]:
     for step in gen:
         for _, y in step:
@@ -616,15 +642,17 @@ def generate_many(
 
     `min_bytes` forbids the end of the file before that many bytes (for benchmarks)."""
     streams = [generation_prompt(p, ext, model.config.patch_size) for p in prompts]
-    return Generation(
+    return _generation(
         model,
         streams,
-        engine=engine,
         max_bytes=max_bytes,
-        min_bytes=min_bytes,
-        sampling=_options(top_k, top_p, temperature),
-        seeds=_seeds(seed, len(streams)),
+        top_k=top_k,
+        top_p=top_p,
+        temperature=temperature,
+        seed=seed,
         dtype=dtype,
+        engine=engine,
+        min_bytes=min_bytes,
     ).run()
 
 
@@ -669,14 +697,16 @@ def stream(
     engine: str = "cached",
 ) -> Iterator[bytes]:
     """Like `generate`, as an iterator of one-byte `bytes` yielded as they are produced."""
-    gen = Generation(
+    gen = _generation(
         model,
         [generation_prompt(prompt, ext, model.config.patch_size)],
-        engine=engine,
         max_bytes=max_bytes,
-        sampling=_options(top_k, top_p, temperature),
-        seeds=_seeds(seed, 1),
+        top_k=top_k,
+        top_p=top_p,
+        temperature=temperature,
+        seed=seed,
         dtype=dtype,
+        engine=engine,
     )
     return _bytes_of(gen)
 
@@ -710,14 +740,16 @@ def convert_many(
     """Convert several (data, extension) inputs into files with extension `to`, in one batch.
     Greedy by default."""
     streams = conversion_streams(model, inputs, to)
-    return Generation(
+    return _generation(
         model,
         streams,
-        engine=engine,
         max_bytes=max_bytes,
-        sampling=_options(top_k, top_p, temperature),
-        seeds=_seeds(seed, len(streams)),
+        top_k=top_k,
+        top_p=top_p,
+        temperature=temperature,
+        seed=seed,
         dtype=dtype,
+        engine=engine,
     ).run()
 
 
@@ -777,14 +809,16 @@ def convert_stream(
     engine: str = "cached",
 ) -> Iterator[bytes]:
     """Like `convert`, as an iterator of one-byte `bytes` yielded as they are produced."""
-    gen = Generation(
+    gen = _generation(
         model,
         conversion_streams(model, [(data, ext)], to),
-        engine=engine,
         max_bytes=max_bytes,
-        sampling=_options(top_k, top_p, temperature),
-        seeds=_seeds(seed, 1),
+        top_k=top_k,
+        top_p=top_p,
+        temperature=temperature,
+        seed=seed,
         dtype=dtype,
+        engine=engine,
     )
     return _bytes_of(gen)
 
