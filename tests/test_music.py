@@ -388,3 +388,29 @@ def test_music_build_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "too long" in out and "kept" in out
     assert np.isfinite(counts["seconds"])
+
+
+def test_train_subset_is_nested_and_deterministic():
+    from bgpt.tasks.music import train_subset
+
+    names = [f"src{k % 3}_{k:04d}" for k in range(60)]
+    small, large = train_subset(names, 10), train_subset(names, 30)
+    assert len(small) == 10 and len(large) == 30 and small <= large
+    assert train_subset(list(reversed(names)), 10) == small  # order of input irrelevant
+    assert {n.split("_")[0] for n in small} == {"src0", "src1", "src2"}  # spread over sources
+    assert train_subset(names, 100) == set(names)
+
+
+@needs_abc2midi
+def test_build_train_limit_keeps_test_whole(tmp_path):
+    pytest.importorskip("mido")
+    pytest.importorskip("music21")
+    full = build_set(tmp_path / "full", limit=12, test_fraction=0.3, progress=False)
+    part = build_set(tmp_path / "part", limit=12, test_fraction=0.3, train_limit=2, progress=False)
+    assert part["counts"]["test"] == full["counts"]["test"]
+    assert part["counts"]["train"] == 2
+    assert part["counts"]["train_left_out"] == full["counts"]["train"] - 2
+    tests = lambda d: sorted(p.name for p in (tmp_path / d / "test").iterdir())  # noqa: E731
+    assert tests("part") == tests("full")
+    with pytest.raises(BGPTError, match="--train-limit"):
+        build_set(tmp_path / "bad", limit=3, train_limit=0, progress=False)

@@ -34,6 +34,12 @@ def music_add_arguments(p: argparse.ArgumentParser) -> None:
         help="share of tunes in test/, chosen by a hash of the name (default: 0.1)",
     )
     b.add_argument(
+        "--train-limit",
+        type=int,
+        help="keep only N training tunes, chosen by name hash (spread over every source; a "
+        "smaller N's tunes are inside a larger N's); test/ is unchanged: for data-size runs",
+    )
+    b.add_argument(
         "--patch-size",
         type=int,
         default=16,
@@ -121,6 +127,7 @@ def build_run(args: argparse.Namespace) -> int:
         corpus=args.corpus,
         limit=args.limit,
         test_fraction=args.test_fraction,
+        train_limit=args.train_limit,
         patch_size=args.patch_size,
         max_patches=args.max_patches,
         strict=args.strict,
@@ -146,6 +153,8 @@ def build_run(args: argparse.Namespace) -> int:
         ("  train", c["train"], ""),
         ("  test", c["test"], ""),
     ]
+    if c["train_left_out"]:
+        rows.insert(4, ("left out", c["train_left_out"], "training tunes beyond --train-limit"))
     for label, value, note in rows:
         print(f"{label:<20}{value:>8}" + (f"  ({note})" if note else ""))
     print(

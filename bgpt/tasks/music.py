@@ -156,10 +156,19 @@ def corpus_tunes(root: str | Path, limit: int | None = None) -> list[Tune]:
     return out
 
 
+def _name_hash(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big")
+
+
 def split_of(name: str, test_fraction: float) -> str:
     """'test' for about `test_fraction` of names, else 'train': a pure function of the name."""
-    h = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big")
-    return "test" if h % 1_000_000 < round(test_fraction * 1_000_000) else "train"
+    return "test" if _name_hash(name) % 1_000_000 < round(test_fraction * 1_000_000) else "train"
+
+
+def train_subset(names: list[str], n: int) -> set[str]:
+    """The `n` training names kept by `--train-limit`: the smallest by name hash, so a
+    subset is spread over every source and a smaller limit's subset is inside a larger's."""
+    return set(sorted(names, key=lambda s: (_name_hash(s), s))[:n])
 
 
 # --------------------------------------------------------------------------- abc2midi
@@ -335,6 +344,7 @@ def build_set(
     corpus: str | Path | None = None,
     limit: int | None = None,
     test_fraction: float = 0.1,
+    train_limit: int | None = None,
     patch_size: int = 16,
     max_patches: int = 512,
     strict: bool = False,
@@ -347,6 +357,8 @@ def build_set(
     manifest also written to `out/build.json` (settings, counts, dropped tunes)."""
     if limit is not None and limit < 1:
         raise BGPTError(f"--limit must be >= 1, got {limit}")
+    if train_limit is not None and train_limit < 1:
+        raise BGPTError(f"--train-limit must be >= 1, got {train_limit}")
     if not 0 <= test_fraction < 1:
         raise BGPTError(f"--test-fraction must be in [0, 1), got {test_fraction}")
     if patch_size < 1 or max_patches < 2:
@@ -380,7 +392,7 @@ def build_set(
     too_long: dict[str, int] = {}
     kept: list[tuple[Tune, bytes, str]] = []
     first_of: dict[bytes, str] = {}
-    with_errors = 0
+    with_errors: set[str] = set()
     for tune, r in zip(tunes, results, strict=True):
         reason = r.error
         if r.midi is not None:
@@ -402,8 +414,15 @@ def build_set(
         if n > max_patches:
             too_long[tune.name] = n
             continue
-        with_errors += bool(r.reported_errors)
+        if r.reported_errors:
+            with_errors.add(tune.name)
         kept.append((tune, r.midi, split_of(tune.name, test_fraction)))
+    left_out = 0
+    if train_limit is not None:
+        train_names = [t.name for t, _, s in kept if s == "train"]
+        chosen = train_subset(train_names, train_limit)
+        left_out = len(train_names) - len(chosen)
+        kept = [k for k in kept if k[2] == "test" or k[0].name in chosen]
 
     # Write into a hidden staging folder, then move into place: an interrupted build
     # leaves no half set behind (the data scanners skip hidden folders).
@@ -430,9 +449,10 @@ def build_set(
         "duplicates": len(duplicates),
         "too_long": len(too_long),
         "kept": len(kept),
+        "train_left_out": left_out,
         "train": sum(s == "train" for *_, s in kept),
         "test": sum(s == "test" for *_, s in kept),
-        "kept_with_abc2midi_errors": with_errors,
+        "kept_with_abc2midi_errors": sum(t.name in with_errors for t, *_ in kept),
     }
     from importlib.metadata import PackageNotFoundError, version
 
@@ -449,6 +469,7 @@ def build_set(
         "settings": {
             "limit": limit,
             "test_fraction": test_fraction,
+            "train_limit": train_limit,
             "patch_size": patch_size,
             "max_patches": max_patches,
             "strict": strict,
