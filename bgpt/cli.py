@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "generate": ("generate", "generate_", "sample new files (cached, batched, written as they grow)"),
     "convert": ("generate", "convert_", "convert files into another format with a conversion model"),
     "train": ("train", "train_", "train a generative model on folders of files (or conversion pairs)"),
-    "train-classifier": ("train", "classifier_", "fine-tune a classifier (label = file name up to '_')"),
+    "train-classifier": ("train", "classifier_", "train a classifier (label = file name up to '_'), from a generative model (--init) or from scratch"),
     "eval": ("train", "eval_", "bits per byte (generative) or accuracy (classifier) on folders of files"),
     "classify": ("train", "classify_", "label files with a classifier"),
     "pack": ("train", "pack_", "pack folders of files into a few shards read by memory map"),

@@ -66,7 +66,8 @@ class TrainConfig:
     conversion: str | None = None
     """Train on conversion pairs: 'X->Y' one way or 'X&Y' both ways (pairs by path stem)."""
     init: str | None = None
-    """Start from these weights: a run folder, a saved model or a reference .pth."""
+    """Start from these weights: a run folder, a saved model or a reference .pth (a classifier
+    takes its patch-level decoder); none: random initialisation from --config."""
     steps: int = 0
     """Optimizer steps (0: from epochs; neither: 1000)."""
     epochs: float = 0.0

@@ -207,6 +207,24 @@ def test_classifier_learns_toy_separable_set(tmp_path, capsys):
     assert r["accuracy"] >= 0.95 and np.array(r["confusion"]).sum() == 60
 
 
+def test_classifier_from_scratch_via_cli(tmp_path, capsys):
+    """No --init: a random classifier from --config (the paper's bGPT_random baseline)."""
+    rng = np.random.default_rng(1)
+    root = tmp_path / "cls"
+    root.mkdir()
+    for i in range(20):
+        (root / f"low_{i}.bin").write_bytes(rng.integers(0, 64, 30).astype(np.uint8).tobytes())
+        (root / f"high_{i}.bin").write_bytes(rng.integers(192, 256, 30).astype(np.uint8).tobytes())
+    args = ["train-classifier", str(root), "--eval", str(root), "--out", str(tmp_path / "clf"),
+            "--hidden-size", "32", "--patch-layers", "1", "--max-patches", "8", "--steps", "40",
+            "--save-every", "40", "--lr", "3e-3", "--no-progress", "--dtype", "fp32"]
+    assert main(args) == 0
+    model = bgpt.load(tmp_path / "clf")
+    assert model.config.hidden_size == 32 and model.config.labels == ["high", "low"]
+    assert main(["eval", str(tmp_path / "clf"), str(root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"] >= 0.95
+
+
 def test_eval_json_counts_and_breakdown(tmp_path, capsys):
     data = make_text_folder(tmp_path / "d", 6)
     (data / "long.bin").write_bytes(bytes(range(256)) * 2)  # 512 bytes: several windows

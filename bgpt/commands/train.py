@@ -17,18 +17,14 @@ RUN_FIELDS = [
     "lr", "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "sample_patches", "seed", "save_every",
     "eval_max_files", "log_every", "device", "dtype", "gradient_checkpointing", "compile", "resume", "progress",
 ]
-CLASSIFIER_FIELDS = [f for f in RUN_FIELDS if f not in ("conversion", "sample_patches", "config")]
+CLASSIFIER_FIELDS = [f for f in RUN_FIELDS if f not in ("conversion", "sample_patches")]
 MODEL_OVERRIDES = [f for f in MODEL_FIELDS]
 
 
-def _add_train(p: argparse.ArgumentParser, fields: list[str], init_required: bool) -> None:
+def _add_train(p: argparse.ArgumentParser, fields: list[str]) -> None:
     p.add_argument("data", nargs="+", help="folders of files or packed sets (bgpt pack)")
     p.add_argument("--out", required=True, help="run folder to write")
     add_fields(p, TrainConfig, fields)
-    if init_required:
-        for a in p._actions:
-            if a.dest == "init":
-                a.required = True
     group = p.add_argument_group("model (overrides of the --config preset)")
     add_fields(group, BGPTConfig, MODEL_OVERRIDES, dest_prefix="model_", defaults={k: None for k in MODEL_OVERRIDES})
 
@@ -39,7 +35,7 @@ def _train_config(args: argparse.Namespace, fields: list[str], task: str) -> Tra
 
 
 def train_add_arguments(p: argparse.ArgumentParser) -> None:
-    _add_train(p, RUN_FIELDS, init_required=False)
+    _add_train(p, RUN_FIELDS)
 
 
 def train_run(args: argparse.Namespace) -> int:
@@ -50,7 +46,7 @@ def train_run(args: argparse.Namespace) -> int:
 
 
 def classifier_add_arguments(p: argparse.ArgumentParser) -> None:
-    _add_train(p, CLASSIFIER_FIELDS, init_required=True)
+    _add_train(p, CLASSIFIER_FIELDS)
 
 
 def classifier_run(args: argparse.Namespace) -> int:
