@@ -33,6 +33,15 @@ def batches(examples: list[Example], batch_size: int):
         yield chunk, collate([e.stream for e in chunk], [e.first_scored for e in chunk])
 
 
+def spread(total: int, max_items: int | None) -> list[int]:
+    """Indices of `max_items` of `total` items evenly spaced over the whole list (all of them
+    when max_items is None or larger): the folders are sorted by name, so a head would hold
+    only the first labels or sources."""
+    if max_items is None or max_items >= total:
+        return list(range(total))
+    return sorted({int(i) for i in np.linspace(0, total - 1, max_items).round()})
+
+
 @torch.inference_mode()
 def evaluate_generative(
     model: BGPT,
@@ -47,8 +56,10 @@ def evaluate_generative(
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    n = len(dataset) if max_items is None else min(max_items, len(dataset))
-    examples = [e for i in range(n) for e in dataset.eval_examples(i)]
+    items = spread(len(dataset), max_items)
+    n = len(items)
+    row_of = {i: r for r, i in enumerate(items)}
+    examples = [e for i in items for e in dataset.eval_examples(i)]
     # per item: bits and data bytes of the input part and of the target part
     bits = np.zeros((n, 2))
     nbytes = np.zeros((n, 2), dtype=np.int64)
@@ -63,11 +74,11 @@ def evaluate_generative(
         is_data = batch.patches[:, 1:] != PAD
         ref_nats -= float(lp[batch.scored[:, 1:]].sum())
         ref_count += int(batch.scored[:, 1:].sum()) * batch.patches.shape[-1]
-        items = torch.tensor([e.item for e in chunk])
+        rows = np.array([row_of[e.item] for e in chunk])
         for k, role in enumerate((ROLE_INPUT, ROLE_TARGET)):
             sel = scored & (roles == role)
-            np.add.at(bits[:, k], items.numpy(), (-(lp * sel).sum((1, 2)) / LN2).cpu().numpy())
-            np.add.at(nbytes[:, k], items.numpy(), (sel & is_data).sum((1, 2)).cpu().numpy())
+            np.add.at(bits[:, k], rows, (-(lp * sel).sum((1, 2)) / LN2).cpu().numpy())
+            np.add.at(nbytes[:, k], rows, (sel & is_data).sum((1, 2)).cpu().numpy())
         bar.update(len(chunk))
     bar.close()
     model.train(was_training)
@@ -77,12 +88,12 @@ def evaluate_generative(
 
     total_bits, total_bytes = float(bits.sum()), int(nbytes.sum())
     by_ext: dict[str, list] = defaultdict(lambda: [np.zeros(2), np.zeros(2, dtype=np.int64), 0])
-    for i in range(n):
+    for r, i in enumerate(items):
         it = dataset.items[i]
         key = f"{it[2]}->{it[3]}" if len(it) > 1 else (extension_of(dataset.files.names[it[0]]) or "(none)")
         acc = by_ext[key]
-        acc[0] += bits[i]
-        acc[1] += nbytes[i]
+        acc[0] += bits[r]
+        acc[1] += nbytes[r]
         acc[2] += 1
     out = {
         "bpb": bpb(total_bits, total_bytes),
@@ -92,7 +103,7 @@ def evaluate_generative(
         "bits": total_bits,
         "by_ext": {k: _breakdown(*v) for k, v in sorted(by_ext.items())},
     }
-    if any(len(it) > 1 for it in dataset.items[:n]):
+    if any(len(dataset.items[i]) > 1 for i in items):
         out["bpb_input"] = bpb(float(bits[:, 0].sum()), int(nbytes[:, 0].sum()))
         out["bpb_target"] = bpb(float(bits[:, 1].sum()), int(nbytes[:, 1].sum()))
         out["bytes_input"], out["bytes_target"] = int(nbytes[:, 0].sum()), int(nbytes[:, 1].sum())
@@ -130,8 +141,9 @@ def classify_examples(model: BGPTClassifier, examples: list[Example], batch_size
 def evaluate_classifier(model: BGPTClassifier, dataset: StreamDataset, batch_size: int = 8, device="cpu", dtype=torch.float32, max_items: int | None = None) -> dict:
     """Accuracy and confusion matrix (rows: truth, columns: prediction) on the head window
     of every file, as the reference classifies."""
-    n = len(dataset) if max_items is None else min(max_items, len(dataset))
-    examples = [dataset.eval_examples(i)[0] for i in range(n)]
+    items = spread(len(dataset), max_items)
+    n = len(items)
+    examples = [dataset.eval_examples(i)[0] for i in items]
     probs = classify_examples(model, examples, batch_size, device, dtype)
     pred = probs.argmax(-1).numpy()
     truth = np.array([e.label for e in examples])

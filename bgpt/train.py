@@ -95,7 +95,8 @@ class TrainConfig:
     save_every: int = 200
     """Save (and evaluate) every this many steps, and at the end."""
     eval_max_files: int = 200
-    """Files evaluated during training (bgpt eval scores all)."""
+    """Files evaluated during training, evenly spaced over the sorted eval files (bgpt eval
+    scores all)."""
     log_every: int = 10
     """Write a metrics line every this many steps."""
     device: str = "auto"

@@ -338,3 +338,11 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     assert ddp_losses == pytest.approx(single_losses, abs=1e-5)
     ref = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert (p0 - ref).abs().max() < 1e-4
+
+
+def test_eval_max_files_spreads_over_the_sorted_files():
+    from bgpt.evaluate import spread
+
+    assert spread(10, None) == list(range(10)) and spread(3, 5) == [0, 1, 2]
+    assert spread(10, 4) == [0, 3, 6, 9]  # first and last file, not a head of the list
+    assert len(spread(1000, 200)) == 200 and spread(1000, 1) == [0]

@@ -63,7 +63,7 @@ def eval_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", nargs="+", help="folders of files or packed sets")
     p.add_argument("--conversion", help="score conversion pairs: 'X->Y' or 'X&Y'")
     p.add_argument("--batch-size", type=int, default=8, help="windows per batch (default: 8)")
-    p.add_argument("--max-files", type=int, default=None, help="score only the first N files")
+    p.add_argument("--max-files", type=int, default=None, help="score N of the files, evenly spaced over the sorted list (every label and source)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--dtype", default="fp32", help="fp32 (exact), bf16 or fp16 (default: fp32)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
