@@ -114,6 +114,13 @@ multiple of this: with bf16 on CPU every new matmul shape is cached by oneDNN, a
 batches of varying sizes made the resident memory grow without bound (measured: ~5 GB
 after 300 steps of the demo); the padded rows are dropped from the loss."""
 
+BYTE_CHUNK = 512
+"""With gradient checkpointing, the byte-level decoder and its loss run over this many
+predicted patches at a time, each chunk checkpointed whole: backward keeps only a chunk's
+input features and recomputes the chunk, so the byte level's activations at the peak are
+one chunk's, not the batch's (per-layer checkpoints still held every layer's input for all
+rows and a whole layer's intermediates: the larger half of the `paper` model's peak)."""
+
 SHORT_SEQUENCE = 64
 """At or below this many positions in bf16/fp16, attention runs as two explicit matmuls:
 on CPU, the fused kernel is ~3x slower than that for the byte-level decoder's many
@@ -324,13 +331,20 @@ class BGPT(nn.Module):
         self.patch_decoder = PatchDecoder(config)
         self.byte_decoder = ByteDecoder(config)
         _init_weights(self, {self.patch_decoder.transformer: config.patch_layers, self.byte_decoder.transformer: config.byte_layers})
+        self.gradient_checkpointing = False  # patch level: per block; byte level: per BYTE_CHUNK
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     def set_gradient_checkpointing(self, on: bool = True) -> None:
         self.patch_decoder.transformer.gradient_checkpointing = on
-        self.byte_decoder.transformer.gradient_checkpointing = on
+        self.gradient_checkpointing = on
+
+    def _byte_nll(self, feats: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """features (N, H), target patches (N, S) -> cross-entropy (N, S), float32."""
+        logits = self.byte_decoder(feats, targets)  # (N, S, 257)
+        nll = F.cross_entropy(logits.reshape(-1, VOCAB_SIZE).float(), targets.reshape(-1), reduction="none")
+        return nll.view(targets.shape)
 
     def forward(self, patches: torch.Tensor, mask: torch.Tensor, sample_patches: int = 0, generator: torch.Generator | None = None) -> ModelOutput:
         """Reference loss of a batch: patches (B, P, S), mask (B, P).
@@ -348,9 +362,14 @@ class BGPT(nn.Module):
         if pad:  # round the rows up: few distinct shapes keep CPU kernel caches (and RSS) bounded
             feats = torch.cat([feats, feats.new_zeros(pad, feats.shape[1])])
             targets = torch.cat([targets, targets.new_full((pad, targets.shape[1]), PAD)])
-        logits = self.byte_decoder(feats, targets)  # (N, S, 257)
-        nll = F.cross_entropy(logits.reshape(-1, VOCAB_SIZE).float(), targets.reshape(-1), reduction="none")
-        nll = nll.view(targets.shape)[:n]
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            nll = torch.cat([
+                checkpoint(self._byte_nll, feats[i : i + BYTE_CHUNK], targets[i : i + BYTE_CHUNK], use_reentrant=False)
+                for i in range(0, len(targets), BYTE_CHUNK)
+            ])
+        else:
+            nll = self._byte_nll(feats, targets)
+        nll = nll[:n]
         return ModelOutput(nll.mean(), nll, rows)
 
     def symbol_logprobs(self, patches: torch.Tensor, mask: torch.Tensor, chunk: int = 4096) -> torch.Tensor:

@@ -174,6 +174,26 @@ def test_gradient_checkpointing_same_gradients(tiny_config):
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
 
 
+def test_checkpointed_byte_chunks_same_loss_and_gradients(tiny_config, monkeypatch):
+    """Checkpointing runs the byte level in chunks (BYTE_CHUNK): several chunks here."""
+    import bgpt.model
+
+    monkeypatch.setattr(bgpt.model, "BYTE_CHUNK", 8)
+    batch = random_batch(tiny_config)
+    losses, grads = [], []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model = BGPT(tiny_config)
+        model.set_gradient_checkpointing(ckpt)
+        out = model(batch.patches, batch.mask)
+        assert out.nll.shape[0] > 2 * 8  # the scored rows span three chunks or more
+        out.loss.backward()
+        losses.append(out.loss.item())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert abs(losses[0] - losses[1]) < 1e-6
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
+
+
 def test_short_attention_matches_fused_kernel():
     from bgpt.model import short_causal_attention
 
