@@ -305,11 +305,10 @@ class Generation:
             self.logits_hook(samples, logits)
         if self.min_bytes:  # no end of file yet for these samples
             ban = [len(self.outputs[s]) < self.min_bytes for s in samples]
-            if any(ban):  # in place: the logits are this step's own
-                if all(ban):
-                    logits[:, PAD] = float("-inf")
-                else:
-                    logits[torch.tensor(ban, device=logits.device), PAD] = float("-inf")
+            if all(ban):  # in place: the logits are this step's own
+                logits.select(-1, PAD).fill_(float("-inf"))
+            elif any(ban):
+                logits[torch.tensor(ban, device=logits.device), PAD] = float("-inf")
         return sample_symbols(logits, self.sampling, [self.generators[s] for s in samples])
 
     def _accept(self, i: int, symbol: int, length: int) -> bool:
@@ -451,22 +450,16 @@ class _OneStep:
         b, hidden = x.shape
         shape, heads = (hidden,), self.heads
         split = (b, 3, heads, 1, hidden // heads)
-        scale = (hidden // heads) ** -0.5
         plan = cache.plan(1, rows)
         h = x + (self.wpe[plan.start] if plan.start is not None else self.wpe[plan.pos[:, 0]])
-        hidden_keys = None if plan.mask is None else ~plan.mask  # (b, 1, 1, end) True = masked
+        mask = plan.mask
         for kv, ((w1, b1, e1), qkv, proj, (w2, b2, e2), fc, fc_out) in zip(
             cache, self.layers, strict=True
         ):
             q, k, v = qkv(torch.layer_norm(h, shape, w1, b1, e1)).view(split).unbind(1)
             kv.plan = plan
             k, v = kv.append(k, v)  # 3 x (b, heads, 1 or end, hd)
-            # attention of one query as two matmuls: for a handful of keys the fused kernel's
-            # set-up costs more than the arithmetic
-            att = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)  # (b, heads, 1, end)
-            if hidden_keys is not None:
-                att.masked_fill_(hidden_keys, float("-inf"))
-            y = torch.matmul(att.softmax(-1, dtype=torch.float32).to(v.dtype), v)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (b, heads, 1, hd)
             h = h + proj(y.view(b, hidden))
             h = h + fc_out(F.gelu(fc(torch.layer_norm(h, shape, w2, b2, e2)), approximate="tanh"))
         cache.advance(plan)
