@@ -285,14 +285,22 @@ def test_midi_notes_and_matching(tmp_path):
     assert count_matches([(60, 0.005, 0.995)], truth, tolerance=0.001) == 0
 
 
+def test_common_prefix():
+    from bgpt.tasks.music import common_prefix
+
+    assert common_prefix(b"", b"abc") == 0 and common_prefix(b"abc", b"abc") == 3
+    assert common_prefix(b"abcdef", b"abcxef") == 3 and common_prefix(b"abc", b"abcd") == 3
+    assert common_prefix(b"xbc", b"abc") == 0
+
+
 def test_check_midi_folder_figures(tmp_path):
     pytest.importorskip("mido")
     truth, pred = tmp_path / "truth", tmp_path / "pred"
     a = [(60, 0, 480), (62, 480, 480), (64, 960, 480), (65, 1440, 480)]
     b = [(67, 0, 960), (69, 960, 480), (71, 1440, 480)]
     a_bytes = write_midi(truth / "a.mid", a)
-    write_midi(truth / "sub" / "b.mid", b)
-    write_midi(truth / "c.mid", [(72, 0, 480), (74, 480, 480)])
+    b_bytes = write_midi(truth / "sub" / "b.mid", b)
+    c_bytes = write_midi(truth / "c.mid", [(72, 0, 480), (74, 480, 480)])
     (truth / "a.abc").write_text("X:1\n")  # other formats beside the truth are ignored
     (pred / "a.mid").parent.mkdir(parents=True)
     (pred / "a.mid").write_bytes(a_bytes)  # exact
@@ -309,6 +317,8 @@ def test_check_midi_folder_figures(tmp_path):
     assert r["precision"] == pytest.approx(6 / 7) and r["recall"] == pytest.approx(6 / 9)
     assert r["f1"] == pytest.approx(2 * (6 / 7) * (6 / 9) / (6 / 7 + 6 / 9))
     assert r["mean_file_f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
+    # a: whole file; b: the header up to its ticks per beat (byte 12); c: "MThd" + length
+    assert r["mean_prefix"] == pytest.approx((1 + 12 / len(b_bytes) + 8 / len(c_bytes)) / 3)
     assert set(r["failures"]) == {"c"}
 
     (pred / "c.mid").unlink()  # a missing prediction is a failure too

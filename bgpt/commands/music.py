@@ -189,6 +189,7 @@ def check_run(args: argparse.Namespace) -> int:
     print(f"{'parsed':<14}{r['parsed']:>8}{r['parse_rate']:>10.2%}")
     print(f"{'byte-exact':<14}{r['exact']:>8}{r['exact_rate']:>10.2%}")
     print(f"{'missing':<14}{r['missing']:>8}{r['missing'] / n:>10.2%}")
+    print(f"mean share of each truth file reproduced before the first wrong byte: {r['mean_prefix']:.2%}")
     print(
         f"notes: {r['notes_predicted']} predicted, {r['notes_truth']} true, {r['notes_matched']} matched "
         f"(pitch, onset, duration within {r['tolerance']:g} quarter notes)"

@@ -517,6 +517,20 @@ class FileCheck:
     notes_truth: int
     notes_matched: int
     error: str | None = None
+    prefix: float = 0.0
+    """Share of the truth's bytes that the prediction reproduces before its first wrong byte."""
+
+
+def common_prefix(a: bytes, b: bytes) -> int:
+    """Length of the longest common prefix of two byte strings."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if a[:mid] == b[:mid] else (lo, mid)
+    return lo
 
 
 def check_folder(
@@ -572,10 +586,11 @@ def check_folder(
             return FileCheck(stem, False, False, 0, len(truth_notes), 0, "missing")
         data = pred[stem].read_bytes()
         exact = data == truth_bytes
+        prefix = common_prefix(data, truth_bytes) / len(truth_bytes) if truth_bytes else float(exact)
         try:
             notes = _notes_of(data, fmt, exe, timeout)
         except ValueError as e:
-            return FileCheck(stem, False, exact, 0, len(truth_notes), 0, str(e))
+            return FileCheck(stem, False, exact, 0, len(truth_notes), 0, str(e), prefix)
         return FileCheck(
             stem,
             True,
@@ -583,6 +598,7 @@ def check_folder(
             len(notes),
             len(truth_notes),
             count_matches(notes, truth_notes, tolerance),
+            prefix=prefix,
         )
 
     with ThreadPoolExecutor(_workers(workers) if fmt == "abc" else 1) as pool:
@@ -609,6 +625,7 @@ def check_folder(
         "recall": recall,
         "f1": f1,
         "mean_file_f1": sum(file_f1) / n,
+        "mean_prefix": sum(c.prefix for c in checks) / n,
         "tolerance": tolerance,
         "ignored_predictions": extra,
         "failures": {c.name: c.error for c in checks if c.error},
