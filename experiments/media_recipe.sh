@@ -16,7 +16,8 @@
 # `bgpt eval` (accuracy) on T/test. All models share one shape (`small`, max_patches 512 so
 # that speech's 8044-byte WAV fits) so any run can start another.
 # Environment: TASKS ("digits text speech"), CROSS ("digits:text text:digits speech:digits",
-# task:source pairs), QUICK=1 (3 steps per run: checks the pipeline), BGPT (bgpt).
+# task:source pairs), GEN_STEPS_<task> / CLS_STEPS_<task> (step counts, defaults below),
+# QUICK=1 (3 steps per run: checks the pipeline), BGPT (bgpt).
 set -euo pipefail
 OUT=${1:-runs/media-recipe}
 TASKS=${TASKS:-"digits text speech"}
@@ -24,6 +25,10 @@ CROSS=${CROSS:-"digits:text text:digits speech:digits"}
 BGPT=${BGPT:-bgpt}
 declare -A GEN_STEPS=([digits]=300 [text]=300 [speech]=150)
 declare -A CLS_STEPS=([digits]=200 [text]=300 [speech]=150)
+for t in digits text speech; do  # per-task overrides: GEN_STEPS_speech=100 ...
+  v=GEN_STEPS_$t; [ -n "${!v:-}" ] && GEN_STEPS[$t]=${!v}
+  v=CLS_STEPS_$t; [ -n "${!v:-}" ] && CLS_STEPS[$t]=${!v}
+done
 if [ -n "${QUICK:-}" ]; then  # a smoke run of the whole pipeline: 3 steps everywhere
   for t in digits text speech; do GEN_STEPS[$t]=3; CLS_STEPS[$t]=3; done
 fi
