@@ -7,12 +7,12 @@
 # Builds the filetypes set, pre-trains the `small` model generatively on its training files,
 # fine-tunes a classifier from it (and, for comparison, one from random weights), and runs
 # benchmarks/filetypes_tools.py with the pre-trained one.
-# Environment: GEN_STEPS (300), CLS_STEPS (400), QUICK=1 (3 steps each), BGPT (bgpt),
+# Environment: GEN_STEPS (200), CLS_STEPS (300), QUICK=1 (3 steps each), BGPT (bgpt),
 # PYTHON (python).
 set -euo pipefail
 OUT=${1:-runs/filetypes}
-GEN_STEPS=${GEN_STEPS:-300}
-CLS_STEPS=${CLS_STEPS:-400}
+GEN_STEPS=${GEN_STEPS:-200}
+CLS_STEPS=${CLS_STEPS:-300}
 [ -n "${QUICK:-}" ] && GEN_STEPS=3 CLS_STEPS=3
 BGPT=${BGPT:-bgpt}
 PYTHON=${PYTHON:-python}
