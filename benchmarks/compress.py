@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -34,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from bgpt.bench import machine
 from bgpt.checkpoint import load
 from bgpt.compress import Codec
 from bgpt.data import FolderSet, StreamDataset, SubSet
@@ -48,14 +47,6 @@ TOOLS = {  # name -> (compress argv, decompress argv)
 }
 
 
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}"
 
 
 def tool_version(exe: str) -> str:

@@ -24,12 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
 import torch
 
+from bgpt.bench import machine
 from bgpt.config import resolve_config
 from bgpt.generate import generate_many
 from bgpt.model import BGPT
@@ -37,14 +37,6 @@ from bgpt.model import BGPT
 SIZES = {"256 B": 256, "1 KB": 1024, "4 KB": 4096, "8 KB": 8192}
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def build(config_name: str, max_patches: int) -> BGPT:

@@ -12,6 +12,8 @@ peak, measured in the same run with a large matmul of the same dtype.
 
 from __future__ import annotations
 
+import os
+import platform
 import resource
 import statistics
 import time
@@ -23,6 +25,17 @@ from bgpt.config import BGPTConfig
 from bgpt.device import autocast
 from bgpt.model import BGPT
 from bgpt.stream import VOCAB_SIZE, Batch
+
+
+def machine() -> str:
+    """One line naming this machine for benchmark reports: CPU model, CPU count, torch, threads."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def flops_per_byte(c: BGPTConfig, context_patches: int | None = None, train: bool = True) -> float:

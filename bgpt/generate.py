@@ -508,7 +508,7 @@ class _CachedRun:
 
     def step(self) -> list[tuple[int, int]]:
         """One symbol for every row; returns the (sample, byte) pairs that came out."""
-        gen, bdec, pos, dev = self.gen, self.m.byte_decoder, self.pos, self.dev
+        gen, pos, dev = self.gen, self.pos, self.dev
         b = len(self.samples)
         # Byte decoder, one position per row: at a patch start the feature, else the
         # embedding of the row's last symbol.
