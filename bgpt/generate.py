@@ -40,13 +40,18 @@ it would see alone, up to float rounding (tested: the same bytes, distributions 
 
 Speed. The one-position steps (every byte, every patch) run the blocks as plain functional ops
 on weights cast once to the compute dtype (`_OneStep`), not through the modules: at one row the
-module calls cost as much as the arithmetic. The prompt pass and the plain loops run the
+module calls cost as much as the arithmetic. Inside a patch the byte decoder's input is the
+embedding of the last byte at a known position, so what its first block computes before
+attention (the residual stream and q, k, v) is looked up from a table made once per run for
+every (position, symbol) pair (`_OneStep.token_table`): at batch 1 a byte step is bound by
+reading the weights, and this skips the first block's largest matrix. The prompt pass and the plain loops run the
 modules; in bf16/fp16 they run on a copy whose Linear weights are cast once (autocast would
 cast them again at every call). docs/benchmarks.md has the figures.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import copy
 import os
@@ -119,10 +124,11 @@ def sample_symbols(
     if sampling.temperature != 1.0:
         x = x / sampling.temperature
     cdf = x.softmax(-1).cumsum(-1)  # (b, V); a symbol of probability 0 never comes first
-    if len(generators) == 1:
-        u = torch.rand(1, generator=generators[0])
-    else:
-        u = torch.cat([torch.rand(1, generator=g) for g in generators])
+    if len(generators) == 1:  # the same search on the host: four tensor ops fewer per byte
+        row, u = cdf[0].tolist(), torch.rand(1, generator=generators[0]).item()
+        target = float(np.float32(u) * np.float32(row[-1]))  # as float32 tensors multiply
+        return [min(bisect.bisect_right(row, target), v - 1)]  # first cdf > target
+    u = torch.cat([torch.rand(1, generator=g) for g in generators])
     picks = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)  # first cdf > u
     return picks.clamp_max_(v - 1).view(-1).tolist()
 
@@ -444,19 +450,44 @@ class _OneStep:
             else:
                 self.head = lambda x: F.linear(x, w)
 
-    def __call__(self, x: torch.Tensor, cache, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def token_table(self, wte: torch.Tensor, first: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """For every position p >= `first` and symbol y, what the first block starts from when
+        position p's input is the embedding wte[y]: the residual stream wte[y] + wpe[p]
+        (P, V, H) and its q, k, v (P, V, 3H). A byte's step then looks both up, skipping the
+        first block's LayerNorm and largest matmul (the byte decoder's input is always an
+        embedding, except the patch feature at position 0)."""
+        positions, (vocab, hidden) = self.wpe.shape[0] - first, wte.shape
+        h = wte[None] + self.wpe[first:, None]  # (P, V, H)
+        (w1, b1, e1), qkv = self.layers[0][:2]
+        q = qkv(torch.layer_norm(h.view(-1, hidden), (hidden,), w1, b1, e1))
+        return h, q.view(positions, vocab, -1)
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        cache,
+        rows: torch.Tensor | None = None,
+        looked_up: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """x (b, H): one new position for each of the cache's rows (or of `rows`) -> (b, H),
-        or the logits (b, V) when there is a head."""
-        b, hidden = x.shape
-        shape, heads = (hidden,), self.heads
-        split = (b, 3, heads, 1, hidden // heads)
+        or the logits (b, V) when there is a head. `looked_up`: instead of x, the residual
+        stream (b, H) and the first block's q, k, v (b, 3H) from `token_table`."""
+        shape, heads = (self.wpe.shape[1],), self.heads
         plan = cache.plan(1, rows)
-        h = x + (self.wpe[plan.start] if plan.start is not None else self.wpe[plan.pos[:, 0]])
+        if looked_up is None:
+            h, first_qkv = x + (self.wpe[plan.start] if plan.start is not None else self.wpe[plan.pos[:, 0]]), None
+        else:
+            h, first_qkv = looked_up
+        b, hidden = h.shape
+        split = (b, 3, heads, 1, hidden // heads)
         mask = plan.mask
         for kv, ((w1, b1, e1), qkv, proj, (w2, b2, e2), fc, fc_out) in zip(
             cache, self.layers, strict=True
         ):
-            q, k, v = qkv(torch.layer_norm(h, shape, w1, b1, e1)).view(split).unbind(1)
+            if first_qkv is None:
+                first_qkv = qkv(torch.layer_norm(h, shape, w1, b1, e1))
+            q, k, v = first_qkv.view(split).unbind(1)
+            first_qkv = None
             kv.plan = plan
             k, v = kv.append(k, v)  # 3 x (b, heads, 1 or end, hd)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (b, heads, 1, hd)
@@ -497,6 +528,8 @@ class _CachedRun:
         self.bcache = bdec.transformer.new_cache(b, s, dev, cache_dtype)
         transpose = dev.type == "cpu" and m.config.hidden_size <= 512
         self.byte_step = _OneStep(bdec.transformer, cache_dtype, transpose, head=bdec.wte.weight)
+        # positions 1.. of a patch: residual stream and first q, k, v per (position, symbol)
+        self.table_h, self.table_qkv = self.byte_step.token_table(self.wte, 1)
         self.patch_step = _OneStep(pdec.transformer, cache_dtype, transpose)
 
         self.pos = [0] * b  # index in the current patch of the symbol predicted next
@@ -504,7 +537,7 @@ class _CachedRun:
         # bytes of a partial prompt patch, fed to the byte decoder one step at a time
         self.forced = [deque(p[w * s :].tolist()) for p, w in zip(gen.prompts, whole, strict=True)]
         self.patch: list[list[int]] = [[] for _ in range(b)]  # the current patch's symbols
-        self.prev = torch.zeros(b, dtype=torch.long, device=dev)  # each row's last symbol
+        self.prev = [0] * b  # each row's last symbol
 
     def step(self) -> list[tuple[int, int]]:
         """One symbol for every row; returns the (sample, byte) pairs that came out."""
@@ -513,17 +546,29 @@ class _CachedRun:
         # Byte decoder, one position per row: at a patch start the feature, else the
         # embedding of the row's last symbol.
         starting = [q == 0 for q in pos]
+        looked_up = None
         if all(starting):
             self.bcache.lens = [0] * b
             x = self.feats
-        else:
-            x = torch.index_select(self.wte, 0, self.prev)  # cheaper than advanced indexing
-            if any(starting):
-                for r in range(b):
-                    if starting[r]:
-                        self.bcache.lens[r] = 0
-                x = torch.where(torch.tensor(starting, device=dev)[:, None], self.feats, x)
-        logits = self.byte_step(x, self.bcache)  # (b, 257)
+        elif not any(starting):  # every row inside its patch: the first block from the tables
+            x = None
+            if b == 1:  # views of the rows: no index tensor to build
+                p, y = pos[0] - 1, self.prev[0]
+                looked_up = (self.table_h[p].narrow(0, y, 1), self.table_qkv[p].narrow(0, y, 1))
+            else:  # index_select: cheaper than advanced indexing
+                vocab = self.wte.shape[0]
+                at = torch.tensor([(q - 1) * vocab + y for q, y in zip(pos, self.prev, strict=True)], device=dev)
+                looked_up = (
+                    torch.index_select(self.table_h.flatten(0, 1), 0, at),
+                    torch.index_select(self.table_qkv.flatten(0, 1), 0, at),
+                )
+        else:  # some rows start a patch (prompts of different lengths): features there
+            x = torch.index_select(self.wte, 0, torch.tensor(self.prev, device=dev))
+            for r in range(b):
+                if starting[r]:
+                    self.bcache.lens[r] = 0
+            x = torch.where(torch.tensor(starting, device=dev)[:, None], self.feats, x)
+        logits = self.byte_step(x, self.bcache, looked_up=looked_up)  # (b, 257)
 
         drew = [not f for f in self.forced]  # forced: the rest of a partial prompt patch
         symbols = [-1 if d else f.popleft() for d, f in zip(drew, self.forced, strict=True)]
@@ -548,7 +593,7 @@ class _CachedRun:
                     continue
             alive.append(r)
 
-        self.prev = torch.tensor(symbols, device=dev)
+        self.prev = symbols
         if len(alive) < b:
             self._keep(alive)
         completed = [r for r in range(len(self.samples)) if self.pos[r] == self.s]
@@ -566,7 +611,7 @@ class _CachedRun:
             keep = torch.tensor(alive, dtype=torch.long, device=self.dev)
             self.pcache.keep(keep)
             self.bcache.keep(keep)
-            self.feats, self.prev = self.feats[keep], self.prev[keep]
+            self.feats, self.prev = self.feats[keep], [self.prev[r] for r in alive]
 
     def _next_patch(self, completed: list[int]) -> None:
         """Patch decoder over the rows that completed a patch, that patch only: new features."""

@@ -326,6 +326,24 @@ def test_sampling_rules():
             Sampling(**bad)
 
 
+def test_one_row_sampling_equals_the_batched_search():
+    """A single row is drawn on the host (bisect), several with torch.searchsorted: the same
+    symbol for the same generator state, including peaked and near-flat distributions."""
+    torch.manual_seed(0)
+    settings = (Sampling(), Sampling(top_k=5), Sampling(top_p=0.7, temperature=0.6))
+    for i in range(300):
+        logits = torch.randn(1, 257) * (i % 9)
+        other = torch.randn(1, 257)
+        sampling = settings[i % 3]
+        one = sample_symbols(logits, sampling, [torch.Generator().manual_seed(i)])
+        pair = sample_symbols(
+            torch.cat([logits, other]),
+            sampling,
+            [torch.Generator().manual_seed(i), torch.Generator().manual_seed(0)],
+        )
+        assert one == pair[:1]
+
+
 def test_library_errors():
     model = make_model()
     with pytest.raises(BGPTError, match="max_bytes"):
