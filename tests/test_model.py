@@ -162,12 +162,15 @@ def test_naive_next_byte_logits_match_teacher_forcing(tiny_config):
     assert PAD == 256 and s == 4
 
 
-def test_gradient_checkpointing_same_gradients(tiny_config):
-    batch = random_batch(tiny_config)
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_gradient_checkpointing_same_gradients(tiny_config, dropout):
+    """With dropout, the recomputed forward must draw the very masks of the first one."""
+    config = tiny_config.replace(dropout=dropout)
+    batch = random_batch(config)
     grads = []
     for ckpt in (False, True):
         torch.manual_seed(0)
-        model = BGPT(tiny_config)
+        model = BGPT(config)
         model.set_gradient_checkpointing(ckpt)
         model(batch.patches, batch.mask).loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
@@ -194,12 +197,60 @@ def test_checkpointed_byte_chunks_same_loss_and_gradients(tiny_config, monkeypat
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
 
 
+def test_cpu_dropout_mask_rate_scale_and_gradient():
+    from bgpt.model import KEEP_LEVELS, dropout, keep_mask
+
+    torch.manual_seed(0)
+    keep, scale = keep_mask(torch.Size([1000, 1000]), 0.1, torch.device("cpu"))
+    assert keep.dtype == torch.bool and keep.shape == (1000, 1000)
+    drop = round(0.1 * KEEP_LEVELS)  # 6554: p' = 0.100006
+    assert scale == KEEP_LEVELS / (KEEP_LEVELS - drop)
+    # 10^6 coins: the kept share is within 5 standard deviations (0.0015) of 1 - p'
+    assert abs(keep.float().mean().item() - (1 - drop / KEEP_LEVELS)) < 0.0015
+    # rows and columns are not correlated (no repeated 16-bit pattern)
+    assert keep.float().mean(0).std().item() < 0.05 and keep.float().mean(1).std().item() < 0.05
+    assert bool(keep_mask(torch.Size([4096]), 0.0, torch.device("cpu"))[0].all())
+
+    x = torch.randn(64, 33, requires_grad=True)
+    torch.manual_seed(3)
+    y = dropout(x, 0.25, True)
+    torch.manual_seed(3)
+    again = dropout(x.detach(), 0.25, True)
+    assert torch.equal(y.detach(), again)  # reproducible under the seed
+    kept = y.detach() != 0
+    assert 0.6 < kept.float().mean().item() < 0.9
+    s = KEEP_LEVELS / (KEEP_LEVELS - round(0.25 * KEEP_LEVELS))
+    torch.testing.assert_close(y.detach()[kept], x.detach()[kept] * s)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() * s)
+    assert dropout(x, 0.25, False) is x  # eval: identity
+
+
+def test_training_attention_dropout_uses_the_explicit_path():
+    """CPU training with attention dropout runs the explicit kernel (the fused one has no
+    dropout on CPU); without dropout it equals the fused kernel."""
+    from bgpt.model import CausalSelfAttention
+
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(32, 2, dropout=0.5).train()
+    x = torch.randn(2, 40, 32)
+    torch.manual_seed(1)
+    a = attn(x)
+    torch.manual_seed(1)
+    assert torch.equal(attn(x), a)
+    attn.dropout = 0.0
+    attn.resid_drop.p = 0.0
+    assert not torch.allclose(attn(x), a)
+    attn.eval()
+    torch.testing.assert_close(attn(x), attn.train()(x))
+
+
 def test_short_attention_matches_fused_kernel():
-    from bgpt.model import short_causal_attention
+    from bgpt.model import explicit_causal_attention
 
     q, k, v = (torch.randn(3, 2, 16, 8) for _ in range(3))
     fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-    torch.testing.assert_close(short_causal_attention(q, k, v, 0.0, False), fused, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(explicit_causal_attention(q, k, v, 0.0, False), fused, atol=1e-6, rtol=1e-5)
 
 
 def test_bf16_autocast_close_to_fp32(tiny_config):
