@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from bgpt.bench import peak_rss_mb, random_batch  # noqa: E402
 from bgpt.config import resolve_config  # noqa: E402
+from bgpt.device import keep_freed_memory  # noqa: E402
 from bgpt.model import BGPT  # noqa: E402
 from tests.reference_bgpt import RefBGPT  # noqa: E402
 
@@ -37,6 +38,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    keep_freed_memory()  # as the bgpt CLI does: both implementations reuse freed pages
     c = resolve_config(args.config, dropout=0.0)
     batch = random_batch(c, args.batch_size, torch.device("cpu"))
     torch.manual_seed(0)

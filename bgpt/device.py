@@ -1,12 +1,15 @@
 """One device helper: CPU, CUDA and autocast share one path.
 
 `resolve_device("auto")` picks CUDA when present; `autocast(device, dtype)` gives the
-mixed-precision context (bf16 on CPU, bf16 or fp16 on CUDA) or a no-op for fp32.
+mixed-precision context (bf16 on CPU, bf16 or fp16 on CUDA) or a no-op for fp32;
+`keep_freed_memory()` stops glibc from handing large CPU tensors' pages back to the kernel.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import platform
 
 import torch
 
@@ -45,3 +48,37 @@ def autocast(device: torch.device, dtype: torch.dtype):
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
+_KEEP = 1 << 30
+"""Bytes of freed memory at the top of the heap kept for reuse (and the trim threshold)."""
+_kept = False
+
+
+def keep_freed_memory() -> bool:
+    """Serve large CPU tensors from glibc's heap and keep freed memory for the next ones.
+
+    glibc's malloc gives every block over 32 MB (its largest mmap threshold) fresh pages from
+    the kernel and unmaps them on free, so each large activation of every training step faults
+    all its pages in again: for `paper` training at batch 8 on the benchmark CPU, 9 million page
+    faults and kernel time 27 s of a 34 s step (2 threads). With mmap off, trimming raised and
+    1 GiB of top padding, freed blocks are reused: 0.2 million faults, 16 s per step. The price
+    is that memory freed after a peak stays with the process (RSS does not fall back), which a
+    training or evaluation process does not mind. Linux with glibc only: elsewhere a no-op.
+    Process-wide and idempotent; the CLI sets it for every command. Returns whether it is on."""
+    global _kept
+    if _kept:
+        return True
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    _kept = all(
+        mallopt(param, value) == 1
+        for param, value in ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _KEEP), (_M_TOP_PAD, _KEEP))
+    )
+    return _kept

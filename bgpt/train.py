@@ -35,7 +35,7 @@ from tqdm import tqdm
 from bgpt.checkpoint import atomic_write, atomic_write_text, load, save_pretrained
 from bgpt.config import BGPTConfig, resolve_config
 from bgpt.data import StreamDataset, label_of, open_files, split_holdout
-from bgpt.device import autocast, resolve_device, resolve_dtype
+from bgpt.device import autocast, keep_freed_memory, resolve_device, resolve_dtype
 from bgpt.errors import BGPTError
 from bgpt.evaluate import evaluate_classifier, evaluate_generative
 from bgpt.model import BGPT, BGPTClassifier, build_model
@@ -332,6 +332,8 @@ def run_training(cfg: TrainConfig) -> tuple[dict, torch.nn.Module]:
         given = {k: getattr(cfg, k) for k in ("steps", "epochs", "save_every", "log_every", "device", "progress", "eval_max_files") if getattr(cfg, k) != getattr(defaults, k)}
         cfg = TrainConfig(**{**saved, **given, "resume": True})
     dtype = resolve_dtype(cfg.dtype, device)
+    if device.type == "cpu":
+        keep_freed_memory()  # large activations reuse freed pages (see its docstring)
     micro = cfg.batch_size // cfg.grad_accum
     if micro % world:
         raise BGPTError(f"micro-batch {micro} (batch_size / grad_accum) is not divisible by {world} processes")

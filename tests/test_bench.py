@@ -24,3 +24,36 @@ def test_bench_cli_json(tmp_path, capsys):
     assert main(["bench", "data", "--nbytes", "32", "--json"]) == 0
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r["instances_per_s"] > 0
+
+
+FAULTS = """
+import resource, sys, torch
+from bgpt.device import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory() and keep_freed_memory()  # on, and idempotent
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(8):
+    torch.ones(64 << 20)  # 256 MB of float32 (65,536 pages of 4 KiB), allocated, touched, freed
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
+"""
+
+
+def test_freed_memory_is_reused_without_page_faults():
+    """keep_freed_memory: large tensors allocated one after another reuse the freed pages.
+    By default glibc unmaps blocks over 32 MB on free and each new one faults its pages in."""
+    import platform
+    import subprocess
+    import sys
+
+    import pytest
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+
+    def faults(mode: str) -> int:
+        run = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True)
+        return int(run.stdout)
+
+    default, kept = faults("default"), faults("keep")
+    assert default > 8 * 60_000  # every allocation faulted all of its pages in
+    assert kept < 3 * 65_536  # the first one or two did; the rest reused their pages
