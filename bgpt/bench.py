@@ -50,8 +50,10 @@ def flops_per_byte(c: BGPTConfig, context_patches: int | None = None, train: boo
     return 2 * macs * (3 if train else 1)
 
 
-def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, reps: int = 5) -> float:
-    """FLOP/s of a large square matmul in `dtype` (the machine's practical peak)."""
+def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, reps: int = 10) -> float:
+    """FLOP/s of a large square matmul in `dtype` (the machine's practical peak): the best of
+    `reps`, not their median, since on a shared machine a slow moment during this measurement
+    inflated the MFU (medians of 1.3 and 2.5 TFLOP/s were measured minutes apart here)."""
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     a @ b
@@ -62,7 +64,7 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, reps: i
         a @ b
         _sync(device)
         times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times)
+    return 2 * n**3 / min(times)
 
 
 def _sync(device: torch.device) -> None:
