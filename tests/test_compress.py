@@ -31,28 +31,15 @@ from bgpt.errors import BGPTError  # noqa: E402
 from bgpt.model import BGPT, BGPTClassifier  # noqa: E402
 from bgpt.stream import PAD, collate, encode, eval_windows  # noqa: E402
 
+from .conftest import random_bgpt  # noqa: E402
+
 S, L = 4, 8
 CONTEXT = S * L  # bytes of context, header and end patch included
 
 
 def tiny(seed: int = 0, std: float = 0.3) -> BGPT:
-    """Random weights wide enough for peaked, varied distributions (GPT-2 init is near uniform)."""
-    torch.manual_seed(seed)
-    config = BGPTConfig(
-        patch_size=S,
-        max_patches=L,
-        hidden_size=32,
-        heads=2,
-        patch_layers=1,
-        byte_layers=1,
-        dropout=0.0,
-    )
-    model = BGPT(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0, std)
-    return model.eval()
+    config = BGPTConfig(patch_size=S, max_patches=L, hidden_size=32, heads=2, patch_layers=1, byte_layers=1)
+    return random_bgpt(config, seed, std, matrices_only=True)
 
 
 TEXT = (

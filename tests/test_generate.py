@@ -28,6 +28,8 @@ from bgpt.generate import (
 from bgpt.model import BGPT, BGPTClassifier
 from bgpt.stream import PAD, conversion_prompt
 
+from .conftest import random_bgpt
+
 S = 4
 SHAPES = [  # (hidden, heads, patch layers, byte layers, max patches)
     (32, 1, 1, 1, 12),
@@ -48,7 +50,6 @@ def _one_thread():
 def make_model(
     hidden=64, heads=2, patch_layers=2, byte_layers=2, max_patches=16, seed=0, std=0.3
 ) -> BGPT:
-    """Random weights large enough for peaked, varied distributions (GPT-2 init is near uniform)."""
     config = BGPTConfig(
         patch_size=S,
         max_patches=max_patches,
@@ -56,14 +57,8 @@ def make_model(
         heads=heads,
         patch_layers=patch_layers,
         byte_layers=byte_layers,
-        dropout=0.0,
     )
-    torch.manual_seed(seed)
-    model = BGPT(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, std)
-    return model.eval()
+    return random_bgpt(config, seed, std)
 
 
 def pad_bias(model: BGPT, k: float) -> BGPT:
