@@ -12,6 +12,15 @@ def _deterministic():
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny ops: one thread is fastest and immune to other jobs on the machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def tiny_config() -> BGPTConfig:
     """Tiny but complete: 2 heads, patch size 4, both decoders."""
     return BGPTConfig(patch_size=4, max_patches=16, hidden_size=128, patch_layers=2, byte_layers=2, dropout=0.0)
