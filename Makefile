@@ -13,7 +13,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH)"
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,music,media,compress]"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,music,media,compress,fast]"
 	touch $@
 
 # Debian tools used by the music and media tasks (abc2midi, espeak-ng).

@@ -44,7 +44,9 @@ module calls cost as much as the arithmetic. Inside a patch the byte decoder's i
 embedding of the last byte at a known position, so what its first block computes before
 attention (the residual stream and q, k, v) is looked up from a table made once per run for
 every (position, symbol) pair (`_OneStep.token_table`): at batch 1 a byte step is bound by
-reading the weights, and this skips the first block's largest matrix. The prompt pass and the plain loops run the
+reading the weights, and this skips the first block's largest matrix. A single sample on CPU in
+fp32 runs each step as one compiled kernel instead when numba is installed (`bgpt.fused`: the
+same math without ~45 operator dispatches per byte). The prompt pass and the plain loops run the
 modules; in bf16/fp16 they run on a copy whose Linear weights are cast once (autocast would
 cast them again at every call). docs/benchmarks.md has the figures.
 """
@@ -66,6 +68,8 @@ import torch.nn.functional as F
 
 from bgpt.device import DTYPES, autocast
 from bgpt.errors import BGPTError
+from bgpt.fused import FusedStep
+from bgpt.fused import available as fused_available
 from bgpt.model import BGPT
 from bgpt.stream import PAD, conversion_prompt, header_patch
 
@@ -200,7 +204,8 @@ class Generation:
     are checked here (BGPTError), before anything runs.
 
     `logits_hook(samples, logits)` (for tests) sees the raw next-symbol logits of the samples
-    that draw at each step."""
+    that draw at each step. `fused=False` keeps a single sample's cached steps on the PyTorch
+    path instead of the compiled kernel (`bgpt.fused`, used when numba is installed)."""
 
     def __init__(
         self,
@@ -214,6 +219,7 @@ class Generation:
         seeds: Sequence[int] | None = None,
         dtype: str | torch.dtype | None = None,
         logits_hook: Callable[[list[int], torch.Tensor], None] | None = None,
+        fused: bool = True,
     ):
         if not isinstance(model, BGPT):
             kind = (
@@ -257,6 +263,7 @@ class Generation:
         self.device = next(model.parameters()).device
         self.dtype = _resolve_dtype(dtype, self.device)
         self.logits_hook = logits_hook
+        self.fused = fused and fused_available()
         n = len(self.prompts)
         if self.sampling.greedy:
             self.seeds = None
@@ -531,6 +538,10 @@ class _CachedRun:
         # positions 1.. of a patch: residual stream and first q, k, v per (position, symbol)
         self.table_h, self.table_qkv = self.byte_step.token_table(self.wte, 1)
         self.patch_step = _OneStep(pdec.transformer, cache_dtype, transpose)
+        if gen.fused and b == 1 and transpose and cache_dtype == torch.float32 == self.emb_dtype:
+            # one sequence on CPU in fp32: each step in one compiled kernel (bgpt.fused)
+            self.byte_step = FusedStep(bdec.transformer, head=bdec.wte.weight)
+            self.patch_step = FusedStep(pdec.transformer)
 
         self.pos = [0] * b  # index in the current patch of the symbol predicted next
         self.length = [w * s for w in whole]  # stream symbols so far

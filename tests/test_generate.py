@@ -119,6 +119,40 @@ def test_cached_equals_plain_loops_for_every_prompt_length(shape):
         assert len(o.data) == mp * S - len(p)
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"h{s[0]}-l{s[2]}{s[3]}-L{s[4]}")
+def test_fused_kernel_equals_torch_step(shape):
+    """One sample on CPU in fp32 runs each cached step as one numba kernel (bgpt.fused): the
+    same bytes as the PyTorch step, distributions within 1e-5, for prompts of every length
+    mod S (prefill, forced prompt bytes, table lookups, patch steps, up to the context)."""
+    pytest.importorskip("numba")
+    from bgpt.fused import FusedStep
+
+    hidden, heads, pl, bl, mp = shape
+    model = make_model(hidden, heads, pl, bl, mp, seed=hidden)
+    for n in range(S + 1):
+        prompt = [generation_prompt(prompt_bytes(n, seed=n), "txt", S)]
+        runs = []
+        for fused in (True, False):
+            seen = []
+            gen = Generation(
+                model, prompt, sampling=Sampling(top_k=1), min_bytes=10**6, fused=fused,
+                logits_hook=lambda samples, logits, seen=seen: seen.append(logits.clone()),
+            )
+            outs = gen.run()
+            assert gen.fused == fused
+            runs.append((outs, torch.cat(seen)))
+        (fused_out, fused_lp), (torch_out, torch_lp) = runs
+        assert fused_out == torch_out and fused_out[0].stop == STOP_CONTEXT
+        assert (fused_lp - torch_lp).abs().max() < 1e-5
+    # the kernel is what ran: a batch of one on CPU in fp32 builds it for both decoders
+    gen = Generation(model, prompt, sampling=Sampling(top_k=1), max_bytes=1)
+    from bgpt.generate import _CachedRun
+
+    with torch.inference_mode():
+        run = _CachedRun(gen, model)
+    assert isinstance(run.byte_step, FusedStep) and isinstance(run.patch_step, FusedStep)
+
+
 def test_cached_equals_plain_with_early_ends_and_sampling():
     model = pad_bias(make_model(seed=3), 3.0)
     prompts = [generation_prompt(prompt_bytes(n), "bin", S) for n in (0, 1, 2, 3, 5, 7)]
