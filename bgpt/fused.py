@@ -9,8 +9,9 @@ and the head, in one call: the same math as `bgpt.generate._OneStep` (and so as
 `Transformer.forward`), which stays the reference; tests hold them within float rounding.
 
 Used by the cached engine for a batch of one on CPU in fp32 when numba is installed (the
-`fast` extra; `pip install numba`), for models with hidden size <= 512 (larger matrices
-stream from memory either way). Everything else takes the PyTorch step.
+`fast` extra; `pip install numba`), for the models whose one-row steps store their weights
+(in, out) (hidden size <= 512 on CPU, see `_CachedRun`; the kernel copies them once; larger
+matrices stream from memory either way). Everything else takes the PyTorch step.
 """
 
 from __future__ import annotations
@@ -24,10 +25,6 @@ try:
     import numba
 except ImportError:  # optional: the PyTorch step does the same work
     numba = None
-
-MAX_HIDDEN = 512
-"""Widest model the kernel is used for (its weights are copied once, (in, out) per matrix)."""
-
 
 def available() -> bool:
     return numba is not None
