@@ -157,12 +157,14 @@ class FusedStep:
         self._views: tuple = (None, None, None)
 
     def _cache_views(self, cache) -> tuple[tuple, tuple]:
-        """numpy views of the cache's row 0, per layer (rebuilt if the cache's tensors change)."""
-        key = tuple(id(layer.k) for layer in cache)
-        if self._views[0] != key:
+        """numpy views of the cache's row 0, per layer, rebuilt if the cache's tensors change
+        (the tensors themselves are held: a freed tensor's id could come back)."""
+        tensors = tuple(t for layer in cache for t in (layer.k, layer.v))
+        held = self._views[0]
+        if held is None or len(held) != len(tensors) or any(a is not b for a, b in zip(held, tensors, strict=True)):
             keys = tuple(layer.k[0].numpy() for layer in cache)
             values = tuple(layer.v[0].numpy() for layer in cache)
-            self._views = (key, keys, values)
+            self._views = (tensors, keys, values)
         return self._views[1], self._views[2]
 
     def __call__(self, x, cache, rows=None, looked_up=None) -> torch.Tensor:
