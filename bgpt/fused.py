@@ -136,7 +136,6 @@ class FusedStep:
 
     def __init__(self, tr, head: torch.Tensor | None = None):
         blocks = tr.blocks
-        self.step = _step
         self.wpe = _np(tr.wpe.weight)
         self.eps = float(blocks[0].ln_1.eps)
 
@@ -177,7 +176,7 @@ class FusedStep:
             h, first = looked_up[0][0].numpy().copy(), looked_up[1][0].numpy()
         keys, values = self._cache_views(cache)
         out = np.empty(self.width, np.float32)
-        self.step(h, pos, first, self.ln1, *self.qkv, *self.proj, self.ln2, *self.fc, *self.out,
+        _step(h, pos, first, self.ln1, *self.qkv, *self.proj, self.ln2, *self.fc, *self.out,
                   self.ln_f, self.eps, self.head, keys, values, out)
         cache.lens[0] = pos + 1
         return torch.from_numpy(out)[None]

@@ -537,11 +537,12 @@ class _CachedRun:
         self.byte_step = _OneStep(bdec.transformer, cache_dtype, transpose, head=bdec.wte.weight)
         # positions 1.. of a patch: residual stream and first q, k, v per (position, symbol)
         self.table_h, self.table_qkv = self.byte_step.token_table(self.wte, 1)
-        self.patch_step = _OneStep(pdec.transformer, cache_dtype, transpose)
         if gen.fused and b == 1 and transpose and cache_dtype == torch.float32 == self.emb_dtype:
             # one sequence on CPU in fp32: each step in one compiled kernel (bgpt.fused)
             self.byte_step = FusedStep(bdec.transformer, head=bdec.wte.weight)
             self.patch_step = FusedStep(pdec.transformer)
+        else:
+            self.patch_step = _OneStep(pdec.transformer, cache_dtype, transpose)
 
         self.pos = [0] * b  # index in the current patch of the symbol predicted next
         self.length = [w * s for w in whole]  # stream symbols so far
