@@ -199,13 +199,29 @@ def _swap_link(run: Path, name: str, target: str) -> None:
     os.replace(tmp, run / name)
 
 
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """The random state a run draws from: the CPU generator, and the GPU's when it trains there
+    (dropout on CUDA draws from the device's generator)."""
+    state = {"torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+
+
 def save_checkpoint(run: Path, model, optimizer, step: int, best: float | None, is_best: bool, extra: dict) -> None:
     """ckpt-<step>/ written under a temporary name, renamed, then the links swapped."""
     name = f"ckpt-{step:08d}"
     tmp = run / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     save_pretrained(model, tmp, extra=extra)
-    state = {"optimizer": optimizer.state_dict(), "step": step, "total": extra["total"], "best": best if best is not None else float("nan"), "torch_rng": torch.get_rng_state()}
+    device = next(model.parameters()).device
+    state = {"optimizer": optimizer.state_dict(), "step": step, "total": extra["total"], "best": best if best is not None else float("nan"), **rng_state(device)}
     atomic_write(tmp / "trainer.pt", lambda p: torch.save(state, p))
     shutil.rmtree(run / name, ignore_errors=True)
     os.replace(tmp, run / name)
@@ -267,6 +283,9 @@ def _dist_setup(device_name: str) -> tuple[int, int, torch.device]:
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name)
     if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise BGPTError(f"process with LOCAL_RANK {local} needs GPU {local}, but {torch.cuda.device_count()} CUDA device(s) "
+                            "are visible: start at most one process per GPU, or train with --device cpu")
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -391,7 +410,7 @@ def run_training(cfg: TrainConfig) -> tuple[dict, torch.nn.Module]:
         state = torch.load(run / "latest" / "trainer.pt", map_location="cpu", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         start, best = int(state["step"]), (None if math.isnan(state["best"]) else float(state["best"]))
-        torch.set_rng_state(state["torch_rng"])
+        set_rng_state(state, device)
         if master:  # drop metric lines logged after the checkpoint
             rows = [r for r in read_metrics(run) if r.get("step", 0) <= start]
             atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
@@ -519,9 +538,11 @@ def _time_trial_steps(model, task, train_set, cfg: TrainConfig, device, dtype, m
 
     trial = copy.deepcopy(model)
     opt = torch.optim.AdamW(trial.parameters(), lr=0.0)
-    rng_state = torch.get_rng_state()
+    saved_rng = rng_state(device)
     times = []
     for step in range(trials):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         t0 = time.time()
         slots = items_for_step(step, cfg.batch_size, len(train_set), cfg.seed)
         for m in range(cfg.grad_accum):
@@ -534,8 +555,10 @@ def _time_trial_steps(model, task, train_set, cfg: TrainConfig, device, dtype, m
             loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         times.append(time.time() - t0)
-    torch.set_rng_state(rng_state)  # the real run starts from the same random state
+    set_rng_state(saved_rng, device)  # the real run starts from the same random state
     del trial, opt
     return float(np.median(times[1:]))
 

@@ -327,7 +327,7 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     import torch.multiprocessing as mp
 
     data = make_text_folder(tmp_path / "d", 16)
-    base = cfg(tmp_path, data, steps=4, save_every=4, model_overrides={**TINY, "dropout": 0.0})
+    base = cfg(tmp_path, data, steps=4, save_every=4, model_overrides={**TINY, "dropout": 0.0}, device="cpu")  # gloo
     single, model = run_training(base)
     single_losses = [r["loss"] for r in read_metrics(tmp_path / "run") if "loss" in r]
     config = dict(base.__dict__, out=str(tmp_path / "ddp"))
