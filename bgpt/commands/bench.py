@@ -15,6 +15,8 @@ def bench_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2)")
     p.add_argument("--nbytes", type=int, default=1024, help="generate: bytes per sample; data: instances (default: 1024)")
     p.add_argument("--engine", default="cached", help="generate: cached, uncached or reference (default: cached)")
+    p.add_argument("--dropout", type=float, default=None,
+                   help="train: dropout rate (default: the config's own, 0.1 for the presets, as `bgpt train` uses)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="train: recompute activations")
     p.add_argument("--compile", action="store_true", help="torch.compile the model first")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
@@ -34,8 +36,11 @@ def bench_run(args: argparse.Namespace) -> int:
         raise BGPTError("--batch-size, --steps and --nbytes must be >= 1, --warmup >= 0")
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    config = resolve_config(args.config, dropout=0.0)
+    config = resolve_config(args.config)
+    if args.dropout is not None:
+        config = config.replace(dropout=args.dropout)
     info = {"what": args.what, "config": args.config, "batch_size": args.batch_size, "dtype": args.dtype,
+            "dropout": config.dropout if args.what == "train" else 0.0,
             "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__}
     if args.what == "data":
         result = bench.bench_data(args.nbytes)
