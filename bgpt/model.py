@@ -20,46 +20,40 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from bgpt import kernels
 from bgpt.config import BGPTConfig
 from bgpt.stream import PAD, VOCAB_SIZE
 
 # ----------------------------------------------------------------------------- dropout
 
-KEEP_LEVELS = 1 << 16
-"""On CPU the dropout probability is a multiple of 1 / KEEP_LEVELS (0.1 -> 6554/65536): each
-element's coin is 16 random bits."""
-
-
-def keep_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[torch.Tensor, float]:
-    """A Bernoulli(1 - p') keep mask of `shape` (bool) and its scale 1 / (1 - p'), with p' the
-    nearest multiple of 1/65536 to p, drawn from the default generator. Four elements per 64
-    random bits: on CPU this is ~4x faster than `bernoulli_` (one draw per element), which took
-    a sixth of a `paper` training step."""
-    numel = math.prod(shape)
-    drop = round(p * KEEP_LEVELS)
-    words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device).random_(-(1 << 63), None)
-    coins = words.view(torch.int16)[:numel].view(shape)  # uniform on [-32768, 32767]
-    return coins >= drop - KEEP_LEVELS // 2, KEEP_LEVELS / (KEEP_LEVELS - drop)
-
-
 class _CPUDropout(torch.autograd.Function):
+    """Dropout whose mask is a pure function of a seed drawn from torch's generator
+    (`bgpt.kernels`): the backward pass recomputes it instead of storing it, and activation
+    checkpointing, which restores the generator, replays it."""
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        keep, scale = keep_mask(x.shape, p, x.device)
-        ctx.save_for_backward(keep)
-        ctx.scale = scale
-        return torch.where(keep, x * scale, 0)
+        ctx.seed = int(torch.empty((), dtype=torch.int64).random_())
+        ctx.p = p
+        return _apply_dropout(x, ctx.seed, p)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (keep,) = ctx.saved_tensors
-        return torch.where(keep, grad * ctx.scale, 0), None
+        return _apply_dropout(grad, ctx.seed, ctx.p), None
+
+
+def _apply_dropout(x: torch.Tensor, seed: int, p: float) -> torch.Tensor:
+    x = x.contiguous()
+    if kernels.supports(x):
+        return kernels.dropout(x, seed, p)
+    return kernels.dropout_reference(x, seed, p)  # the same mask, from numpy
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """`F.dropout`, with the mask drawn by `keep_mask` on CPU (elsewhere `F.dropout` itself:
-    CUDA's fused kernel is fast). Reproducible under `torch.manual_seed`, and recomputed
-    identically by activation checkpointing (which restores the generator's state)."""
+    """`F.dropout`; on CPU one pass of `bgpt.kernels.dropout` (elsewhere `F.dropout` itself:
+    CUDA's fused kernel is fast). The probability is rounded to a multiple of 1/65536
+    (0.1 -> 0.100006). Reproducible under `torch.manual_seed`, and recomputed identically by
+    activation checkpointing (which restores the generator's state)."""
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu" or p >= 1.0:
@@ -79,6 +73,26 @@ class Dropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class _CPUGELU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return kernels.gelu(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        return kernels.gelu_backward(grad, x)
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's tanh-approximated GELU. Large CPU tensors go through `bgpt.kernels` (one pass,
+    2-3x ATen's speed in bf16; equal to it but for rare one-ulp roundings), the rest through ATen."""
+    if x.numel() >= kernels.PARALLEL_MIN and kernels.supports(x):
+        return _CPUGELU.apply(x)
+    return F.gelu(x, approximate="tanh")
 
 
 # ----------------------------------------------------------------------------- model
@@ -239,7 +253,7 @@ class MLP(nn.Module):
         self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        return self.drop(self.c_proj(gelu(self.c_fc(x))))
 
 
 class Block(nn.Module):

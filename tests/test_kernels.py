@@ -1,0 +1,76 @@
+"""bgpt.kernels (numba): the compiled GELU and dropout against ATen and the numpy reference."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bgpt import kernels
+from bgpt.kernels import KEEP_LEVELS, dropout_coins, dropout_reference, dropout_scale
+
+needs_numba = pytest.mark.skipif(not kernels.available(), reason="numba (the fast extra) is not installed")
+SIZES = [1, 7, 4099, kernels.PARALLEL_MIN + 13]  # tails that are no multiple of 4; one call split over threads
+
+
+def test_dropout_coins_rate_and_independence():
+    drop, scale = dropout_scale(0.1)
+    assert drop == 6554 and scale == KEEP_LEVELS / (KEEP_LEVELS - 6554)  # p' = 0.100006
+    coins = dropout_coins(12345, 10**6)
+    assert coins.dtype == np.uint16 and coins.shape == (10**6,)
+    keep = (coins >= drop).reshape(1000, 1000)
+    # 10^6 coins: the kept share within 5 standard deviations (0.0015) of 1 - p'
+    assert abs(keep.mean() - (1 - drop / KEEP_LEVELS)) < 0.0015
+    # rows, columns and the four lanes of a hash are not correlated
+    assert keep.mean(0).std() < 0.05 and keep.mean(1).std() < 0.05
+    lanes = coins.reshape(-1, 4).astype(np.float64)
+    assert np.abs(np.corrcoef(lanes.T) - np.eye(4)).max() < 0.01
+    assert not np.array_equal(dropout_coins(12346, 1000), coins[:1000])
+    assert np.array_equal(dropout_coins(12345, 999), coins[:999])  # a prefix of the same stream
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("n", SIZES)
+def test_dropout_kernel_equals_reference_bit_for_bit(dtype, n):
+    x = torch.randn(n).to(dtype)
+    for seed in (0, 2**63 - 1, 987654321):
+        fast = kernels.dropout(x, seed, 0.1)
+        assert fast.dtype == dtype and torch.equal(fast, dropout_reference(x, seed, 0.1))
+    assert torch.equal(kernels.dropout(x, 5, 0.0), x)
+
+
+@needs_numba
+@pytest.mark.parametrize("n", SIZES)
+def test_gelu_kernel_matches_aten(n):
+    torch.manual_seed(n)
+    x32 = torch.randn(n) * 4
+    x32[:3] = torch.tensor([0.0, 30.0, -30.0])[: min(3, n)]  # zero and the clamped tails
+    g32 = torch.randn(n)
+    # fp32: within 1e-6 (forward) and 2e-5 (backward, unit-scale gradients; the tanh is a
+    # rational approximation and 1 - tanh^2 cancels in the tails); ATen is no closer to the
+    # float64 truth than ~1e-6 itself
+    torch.testing.assert_close(kernels.gelu(x32), F.gelu(x32, approximate="tanh"), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(kernels.gelu_backward(g32, x32), torch.ops.aten.gelu_backward(g32, x32, approximate="tanh"), atol=2e-5, rtol=1e-5)
+    # bf16: within one ulp (different roundings where the fp32 values differ in the last
+    # bits), or 1e-5 (3e-5 times the gradient) in the tails, where 1 + tanh cancels
+    x, g = x32.bfloat16(), g32.bfloat16()
+    forward = kernels.gelu(x)
+    assert forward.dtype == torch.bfloat16
+    torch.testing.assert_close(forward.float(), F.gelu(x, approximate="tanh").float(), atol=1e-5, rtol=2**-7)
+    backward = kernels.gelu_backward(g, x)
+    assert backward.dtype == torch.bfloat16
+    torch.testing.assert_close(backward.float(), torch.ops.aten.gelu_backward(g, x, approximate="tanh").float(), atol=3e-5, rtol=2**-7)
+
+
+@needs_numba
+def test_model_gelu_and_its_gradient_through_autograd():
+    from bgpt.model import gelu
+
+    x = (torch.randn(300, 256) * 3).requires_grad_()
+    y = gelu(x)
+    y.backward(torch.ones_like(y))
+    ref = x.detach().clone().requires_grad_()
+    F.gelu(ref, approximate="tanh").backward(torch.ones_like(y))
+    torch.testing.assert_close(y.detach(), F.gelu(ref.detach(), approximate="tanh"), atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(x.grad, ref.grad, atol=2e-5, rtol=1e-5)
+    assert gelu(torch.randn(10, 10)).grad_fn is None  # small tensors: ATen
