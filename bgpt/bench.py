@@ -101,9 +101,11 @@ def time_steps(step: Callable[[], None], device: torch.device, warmup: int, step
 
 
 def bench_train(model: torch.nn.Module, c: BGPTConfig, batch_size: int, dtype: torch.dtype, device: torch.device, warmup: int, steps: int, loss_fn=None) -> dict:
-    """One optimizer step per timed step: forward, backward, AdamW."""
+    """One optimizer step per timed step: forward, backward, AdamW (as `bgpt train` makes it)."""
+    from bgpt.train import new_optimizer
+
     batch = random_batch(c, batch_size, device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = new_optimizer(model.parameters(), 1e-4)
     model.train()
     loss_fn = loss_fn or (lambda m, b: m(b.patches, b.mask).loss)
 

@@ -121,6 +121,20 @@ if numba is not None:
 
         return store_f32
 
+    def _round_as(like, v):  # v rounded to the dtype of the array `like` (bf16 or fp32), as fp32
+        raise NotImplementedError
+
+    @overload(_round_as, inline="always")
+    def _round_as_typed(like, v):
+        if like.dtype == types.uint16:
+
+            def round_bf16(like, v):
+                u = _bits(v)
+                return _f32(((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)) << np.uint32(16))
+
+            return round_bf16
+        return lambda like, v: v
+
     @_inline
     def _tanh(x):  # Eigen's ptanh_float: a 13/6 rational approximation; +-1 beyond +-7.9,
         # where fp32 tanh rounds to +-1 (the approximation would give 1 - 6e-8 there)
@@ -166,17 +180,26 @@ if numba is not None:
             )
             _store(out, i, _load(grad, i) * d)
 
+    @_inline
+    def _coin(seed, j):  # element j's 16-bit coin: lane j % 4 of splitmix64(seed + (j // 4 + 1) * GAMMA)
+        z = seed + np.uint64((j >> 2) + 1) * np.uint64(GAMMA)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
+        z = z ^ (z >> np.uint64(31))
+        return (z >> np.uint64(16 * (j & 3))) & np.uint64(0xFFFF)
+
     @_jit
-    def _dropout(x, out, seed, drop, scale, start, stop):  # start: a multiple of 4
+    def _dropout(x, out, seed, drop, scale, start, stop):  # x and out: bf16 or fp32, either way
         x, out = x[start:stop], out[start:stop]
         for i in range(x.size):
-            j = start + i
-            z = seed + np.uint64((j >> 2) + 1) * np.uint64(GAMMA)
-            z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
-            z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
-            z = z ^ (z >> np.uint64(31))
-            coin = (z >> np.uint64(16 * (j & 3))) & np.uint64(0xFFFF)
-            _store(out, i, _load(x, i) * scale if coin >= drop else np.float32(0.0))
+            _store(out, i, _load(x, i) * scale if _coin(seed, start + i) >= drop else np.float32(0.0))
+
+    @numba.njit(cache=True, nogil=True, error_model="numpy")  # no fastmath: x + y * scale must not become one fma
+    def _residual_dropout(x, y, out, seed, drop, scale, start, stop):  # out = x + dropout(y), fp32
+        x, y, out = x[start:stop], y[start:stop], out[start:stop]
+        for i in range(x.size):
+            v = _round_as(y, _load(y, i) * scale) if _coin(seed, start + i) >= drop else np.float32(0.0)
+            out[i] = _load(x, i) + v
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -223,8 +246,18 @@ def gelu_backward(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def dropout(x: torch.Tensor, seed: int, p: float) -> torch.Tensor:
+def dropout(x: torch.Tensor, seed: int, p: float, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The kept elements of x scaled, the rest 0; written in `dtype` (default: x's)."""
+    drop, scale = dropout_scale(p)
+    out = torch.empty_like(x, dtype=dtype or x.dtype)
+    _run(_dropout, x.numel(), _flat(x), _flat(out), np.uint64(seed), np.uint64(drop), np.float32(scale))
+    return out
+
+
+def residual_dropout(x: torch.Tensor, y: torch.Tensor, seed: int, p: float) -> torch.Tensor:
+    """x + dropout(y) in one pass: x fp32, y bf16 or fp32 (the dropped-out y is rounded to
+    y's dtype before the sum, as the two separate operations do)."""
     drop, scale = dropout_scale(p)
     out = torch.empty_like(x)
-    _run(_dropout, x.numel(), _flat(x), _flat(out), np.uint64(seed), np.uint64(drop), np.float32(scale))
+    _run(_residual_dropout, x.numel(), _flat(x), _flat(y), _flat(out), np.uint64(seed), np.uint64(drop), np.float32(scale))
     return out

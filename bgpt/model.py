@@ -56,7 +56,7 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     activation checkpointing (which restores the generator's state)."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or p >= 1.0:
+    if x.device.type != "cpu" or p >= 1.0 or torch.compiler.is_compiling():  # inductor fuses its own
         return F.dropout(x, p, True)
     return _CPUDropout.apply(x, p)
 
@@ -89,10 +89,35 @@ class _CPUGELU(torch.autograd.Function):
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
     """GPT-2's tanh-approximated GELU. Large CPU tensors go through `bgpt.kernels` (one pass,
-    2-3x ATen's speed in bf16; equal to it but for rare one-ulp roundings), the rest through ATen."""
-    if x.numel() >= kernels.PARALLEL_MIN and kernels.supports(x):
+    2-3x ATen's speed in bf16; equal to it but for rare one-ulp roundings), the rest, and
+    everything under torch.compile (which fuses its own), through ATen."""
+    if x.numel() >= kernels.PARALLEL_MIN and kernels.supports(x) and not torch.compiler.is_compiling():
         return _CPUGELU.apply(x)
     return F.gelu(x, approximate="tanh")
+
+
+class _CPUResidualDropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, y: torch.Tensor, p: float) -> torch.Tensor:
+        ctx.seed = int(torch.empty((), dtype=torch.int64).random_())
+        ctx.p, ctx.y_dtype = p, y.dtype
+        return kernels.residual_dropout(x, y, ctx.seed, p)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, kernels.dropout(grad.contiguous(), ctx.seed, ctx.p, ctx.y_dtype), None
+
+
+def residual_dropout(x: torch.Tensor, y: torch.Tensor, p: float) -> torch.Tensor:
+    """x + dropout(y, p): the residual sum of a block. On CPU in training one pass of
+    `bgpt.kernels.residual_dropout` (x fp32, y bf16 or fp32, the same mask `dropout` draws),
+    which also writes y's gradient in y's dtype; elsewhere the two operations."""
+    if p == 0.0:
+        return x + y
+    if (x.device.type == "cpu" and x.dtype == torch.float32 and x.shape == y.shape and kernels.supports(x)
+            and kernels.supports(y) and not torch.compiler.is_compiling()):
+        return _CPUResidualDropout.apply(x, y, p)
+    return x + dropout(y, p, True)
 
 
 # ----------------------------------------------------------------------------- model
@@ -223,8 +248,7 @@ class CausalSelfAttention(nn.Module):
         self.heads = heads
         self.c_attn = nn.Linear(hidden, 3 * hidden)
         self.c_proj = nn.Linear(hidden, hidden)
-        self.dropout = dropout
-        self.resid_drop = Dropout(dropout)
+        self.dropout = dropout  # on the attention probabilities; the Block drops out the output
 
     def forward(self, x: torch.Tensor, kv: LayerKV | None = None) -> torch.Tensor:
         b, t, h = x.shape
@@ -242,18 +266,17 @@ class CausalSelfAttention(nn.Module):
             mask = kv.plan.mask
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=kv.plan.causal)
         y = y.transpose(1, 2).reshape(b, t, h)  # (B, heads, T, hd) -> (B, T, H)
-        return self.resid_drop(self.c_proj(y))
+        return self.c_proj(y)
 
 
 class MLP(nn.Module):
-    def __init__(self, hidden: int, dropout: float):
+    def __init__(self, hidden: int):
         super().__init__()
         self.c_fc = nn.Linear(hidden, 4 * hidden)
         self.c_proj = nn.Linear(4 * hidden, hidden)
-        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.c_proj(gelu(self.c_fc(x))))
+        return self.c_proj(gelu(self.c_fc(x)))
 
 
 class Block(nn.Module):
@@ -264,11 +287,13 @@ class Block(nn.Module):
         self.ln_1 = nn.LayerNorm(hidden, eps=1e-5)
         self.attn = CausalSelfAttention(hidden, heads, dropout)
         self.ln_2 = nn.LayerNorm(hidden, eps=1e-5)
-        self.mlp = MLP(hidden, dropout)
+        self.mlp = MLP(hidden)
+        self.dropout = dropout  # of each sublayer's output before the residual sum (GPT-2's resid_pdrop)
 
     def forward(self, x: torch.Tensor, kv: LayerKV | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), kv)
-        return x + self.mlp(self.ln_2(x))
+        p = self.dropout if self.training else 0.0
+        x = residual_dropout(x, self.attn(self.ln_1(x), kv), p)
+        return residual_dropout(x, self.mlp(self.ln_2(x)), p)
 
 
 class Transformer(nn.Module):

@@ -12,11 +12,11 @@ from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
 from bgpt.stream import PAD, VOCAB_SIZE
 
 
-def gpt2_config(hidden: int, layers: int, positions: int, vocab: int) -> GPT2Config:
+def gpt2_config(hidden: int, layers: int, positions: int, vocab: int, dropout: float = 0.0) -> GPT2Config:
     return GPT2Config(
         n_embd=hidden, n_layer=layers, n_head=max(1, hidden // 64),  # the reference: H/64 heads
         n_positions=positions, vocab_size=vocab,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
         attn_implementation="eager",
     )
 
@@ -49,11 +49,11 @@ class RefByteLevelDecoder(nn.Module):
 
 
 class RefBGPT(nn.Module):
-    def __init__(self, patch_size: int, max_patches: int, hidden: int, patch_layers: int, byte_layers: int):
+    def __init__(self, patch_size: int, max_patches: int, hidden: int, patch_layers: int, byte_layers: int, dropout: float = 0.0):
         super().__init__()
         self.patch_size = patch_size
-        self.patch_level_decoder = RefPatchLevelDecoder(patch_size, gpt2_config(hidden, patch_layers, max_patches, 1))
-        self.byte_level_decoder = RefByteLevelDecoder(gpt2_config(hidden, byte_layers, patch_size + 1, VOCAB_SIZE))
+        self.patch_level_decoder = RefPatchLevelDecoder(patch_size, gpt2_config(hidden, patch_layers, max_patches, 1, dropout))
+        self.byte_level_decoder = RefByteLevelDecoder(gpt2_config(hidden, byte_layers, patch_size + 1, VOCAB_SIZE, dropout))
 
     def forward(self, patches: torch.Tensor, masks: torch.Tensor):
         """The reference's training forward: HF loss over every predicted symbol."""

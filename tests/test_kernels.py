@@ -74,3 +74,37 @@ def test_model_gelu_and_its_gradient_through_autograd():
     torch.testing.assert_close(y.detach(), F.gelu(ref.detach(), approximate="tanh"), atol=2e-6, rtol=1e-5)
     torch.testing.assert_close(x.grad, ref.grad, atol=2e-5, rtol=1e-5)
     assert gelu(torch.randn(10, 10)).grad_fn is None  # small tensors: ATen
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("n", SIZES)
+def test_residual_dropout_kernel_equals_add_of_reference(dtype, n):
+    x, y = torch.randn(n), torch.randn(n).to(dtype)
+    fast = kernels.residual_dropout(x, y, 42, 0.1)
+    assert fast.dtype == torch.float32 and torch.equal(fast, x + dropout_reference(y, 42, 0.1))
+    # the backward pass: the gradient of y, written in y's dtype from the fp32 gradient
+    g = torch.randn(n)
+    assert torch.equal(kernels.dropout(g, 42, 0.1, dtype), dropout_reference(g, 42, 0.1).to(dtype))
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_model_residual_dropout_equals_the_two_operations(dtype):
+    """The fused residual sum draws the mask `dropout` draws under the same seed."""
+    from bgpt.model import dropout, residual_dropout
+
+    x0, y0 = torch.randn(64, 40, 96), torch.randn(64, 40, 96).to(dtype)
+    results = []
+    for fused in (True, False):
+        x, y = x0.clone().requires_grad_(), y0.clone().requires_grad_()
+        torch.manual_seed(7)
+        out = residual_dropout(x, y, 0.1) if fused else x + dropout(y, 0.1, True)
+        out.backward(torch.linspace(-1, 1, out.numel()).view(out.shape))
+        results.append((out.detach(), x.grad, y.grad))
+    (o1, gx1, gy1), (o2, gx2, gy2) = results
+    assert torch.equal(o1, o2) and torch.equal(gx1, gx2)
+    assert gy1.dtype == dtype
+    # y's gradient: one rounding to bf16 (fused) against two (cast, then scale): within one ulp
+    torch.testing.assert_close(gy1.float(), gy2.float(), atol=0, rtol=0 if dtype == torch.float32 else 2**-7)
+    assert residual_dropout(x0, y0, 0.0).equal(x0 + y0)

@@ -231,7 +231,6 @@ def test_training_attention_dropout_uses_the_explicit_path():
     torch.manual_seed(1)
     assert torch.equal(attn(x), a)
     attn.dropout = 0.0
-    attn.resid_drop.p = 0.0
     assert not torch.allclose(attn(x), a)
     attn.eval()
     torch.testing.assert_close(attn(x), attn.train()(x))
