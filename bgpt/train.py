@@ -106,8 +106,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, ~30 % more compute."""
     compile: bool = False
-    """torch.compile the model (CPU, small, bf16, batch 8: 1.17x the bytes/s, after about a
-    minute of compiling; see docs/benchmarks.md)."""
+    """torch.compile the model: on CUDA 1.39x the bytes/s for `paper`, bf16, batch 8 (H100); on
+    CPU slower than the eager path's fused kernels (0.58x for `small`, 0.72x for `paper`; see
+    docs/benchmarks.md)."""
     resume: bool = False
     """Continue the run in `out` from its latest checkpoint."""
     progress: bool = True
