@@ -1,4 +1,5 @@
-"""Elementwise CPU kernels for training, compiled with numba: tanh-GELU and dropout.
+"""Elementwise CPU kernels for training, compiled with numba: tanh-GELU, dropout, the residual
+sum with dropout, and the attention probabilities.
 
 On the benchmark CPU (2 cores) these were the largest costs of a `paper` training step after
 the matmuls: ATen's bf16 tanh-GELU computes its tanh slowly (50 ms for the 53 M elements of
@@ -14,9 +15,14 @@ is one pass, split over torch's thread count, bf16 or fp32 in and out, fp32 arit
   counter i // 4, four 16-bit lanes per 64-bit hash. The backward pass recomputes the mask
   from the seed instead of storing it. `dropout_coins` is the same rule in plain numpy, the
   reference the kernel is tested against bit for bit.
+- `residual_dropout`: a block's `x + dropout(y)` in one pass, whose backward writes y's
+  gradient in y's dtype.
+- `attention_probs`: the explicit attention's scale, causal mask, fp32 softmax (Cephes' exp)
+  and dropout in one pass, and its backward in one more, with the roundings and the mask of
+  those operations one by one (tested against them).
 
-`available()` is False without numba (the `fast` extra); bgpt.model then uses ATen's GELU
-and `dropout_coins` for the masks.
+`available()` is False without numba (the `fast` extra); bgpt.model then uses ATen and
+`dropout_coins` for the masks. Under torch.compile it uses ATen too (inductor fuses its own).
 """
 
 from __future__ import annotations
@@ -202,20 +208,81 @@ if numba is not None:
             out[i] = _load(x, i) + v
 
 
+    @_inline
+    def _exp(x):  # Cephes' expf: 2^n * e^r, |r| <= ln2 / 2, a degree-6 polynomial; fp32 accuracy
+        x = min(max(x, np.float32(-87.3)), np.float32(88.7))
+        n = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
+        r = x - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
+        p = np.float32(1.9875691500e-4)
+        p = p * r + np.float32(1.3981999507e-3)
+        p = p * r + np.float32(8.3333452e-3)
+        p = p * r + np.float32(4.1665795894e-2)
+        p = p * r + np.float32(1.6666665459e-1)
+        p = p * r + np.float32(5.0000001201e-1)
+        p = p * r * r + r + np.float32(1.0)
+        return p * _f32(np.uint32(np.int32(n) + np.int32(127)) << np.uint32(23))
+
+    @_jit
+    def _attention_probs(scores, scale, seed, drop, keep_scale, out, probs, start, stop):
+        """Rows [start, stop) of (R, T) scores of query r % T: causal softmax of scores * scale
+        (fp32 in `probs`), then dropout, in scores' dtype in `out`: the roundings of
+        `(q @ k^T) * scale`, `masked_fill`, `softmax(dtype=float32).to(dtype)` and `dropout`."""
+        t = scores.shape[1]
+        for r in range(start, stop):
+            n = r % t + 1
+            s, o, pr = scores[r], out[r], probs[r]
+            m = np.float32(-np.inf)
+            for j in range(n):
+                m = max(m, _round_as(s, _load(s, j) * scale))
+            z = np.float32(0.0)
+            for j in range(n):
+                e = _exp(_round_as(s, _load(s, j) * scale) - m)
+                pr[j] = e
+                z += e
+            inv = np.float32(1.0) / z
+            base = np.uint64(r) * np.uint64(t)
+            for j in range(n):
+                v = pr[j] * inv
+                pr[j] = v
+                keep = _coin(seed, base + np.uint64(j)) >= drop
+                _store(o, j, _round_as(s, v) * keep_scale if keep else np.float32(0.0))
+            for j in range(n, t):
+                pr[j] = np.float32(0.0)
+                _store(o, j, np.float32(0.0))
+
+    @_jit
+    def _attention_probs_backward(grad, probs, scale, seed, drop, keep_scale, out, start, stop):
+        t = grad.shape[1]
+        for r in range(start, stop):
+            n = r % t + 1
+            g, pr, o = grad[r], probs[r], out[r]
+            base = np.uint64(r) * np.uint64(t)
+            dot = np.float32(0.0)
+            for j in range(n):
+                keep = _coin(seed, base + np.uint64(j)) >= drop
+                dot += (_round_as(g, _load(g, j) * keep_scale) if keep else np.float32(0.0)) * pr[j]
+            for j in range(n):
+                keep = _coin(seed, base + np.uint64(j)) >= drop
+                dp = _round_as(g, _load(g, j) * keep_scale) if keep else np.float32(0.0)
+                _store(o, j, _round_as(g, pr[j] * (dp - dot)) * scale)
+            for j in range(n, t):
+                _store(o, j, np.float32(0.0))
+
+
 _pool: ThreadPoolExecutor | None = None
 
 
-def _run(kernel, n: int, *args) -> None:
-    """kernel(*args, start, stop) over [0, n), split into contiguous parts (multiples of 4
-    elements) over torch's thread count."""
+def _run(kernel, n: int, *args, align: int = 4, cost: int = 1) -> None:
+    """kernel(*args, start, stop) over [0, n), split into contiguous parts (multiples of
+    `align`) over torch's thread count; `cost` elements per index count towards PARALLEL_MIN."""
     global _pool
     threads = torch.get_num_threads()
-    if n < PARALLEL_MIN or threads == 1:
+    if n * cost < PARALLEL_MIN or threads == 1:
         kernel(*args, 0, n)
         return
     if _pool is None or _pool._max_workers < threads:
         _pool = ThreadPoolExecutor(threads, thread_name_prefix="bgpt-kernel")
-    step = (-(-n // threads) + 3) // 4 * 4
+    step = (-(-n // threads) + align - 1) // align * align
     parts = [(s, min(n, s + step)) for s in range(0, n, step)]
     for f in [_pool.submit(kernel, *args, s, e) for s, e in parts]:
         f.result()
@@ -260,4 +327,30 @@ def residual_dropout(x: torch.Tensor, y: torch.Tensor, seed: int, p: float) -> t
     drop, scale = dropout_scale(p)
     out = torch.empty_like(x)
     _run(_residual_dropout, x.numel(), _flat(x), _flat(y), _flat(out), np.uint64(seed), np.uint64(drop), np.float32(scale))
+    return out
+
+
+def attention_probs(scores: torch.Tensor, scale: float, seed: int, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal attention probabilities of (..., T, T) scores (bf16 or fp32) in one pass: scaled,
+    masked, softmax in fp32, dropout (`dropout`'s rule on the flattened index); returns them in
+    scores' dtype, and the fp32 softmax the backward pass needs."""
+    t = scores.shape[-1]
+    rows = scores.numel() // t
+    drop, keep_scale = dropout_scale(p)
+    out = torch.empty_like(scores)
+    probs = torch.empty(scores.shape, dtype=torch.float32)
+    _run(_attention_probs, rows, _flat(scores).reshape(rows, t), np.float32(scale), np.uint64(seed), np.uint64(drop),
+         np.float32(keep_scale), _flat(out).reshape(rows, t), probs.view(rows, t).numpy(), align=1, cost=t)
+    return out, probs
+
+
+def attention_probs_backward(grad: torch.Tensor, probs: torch.Tensor, scale: float, seed: int, p: float) -> torch.Tensor:
+    """The scores' gradient (in grad's dtype) from the probabilities' gradient."""
+    t = probs.shape[-1]
+    rows = probs.numel() // t
+    drop, keep_scale = dropout_scale(p)
+    grad = grad.contiguous()
+    out = torch.empty_like(grad)
+    _run(_attention_probs_backward, rows, _flat(grad).reshape(rows, t), probs.view(rows, t).numpy(), np.float32(scale),
+         np.uint64(seed), np.uint64(drop), np.float32(keep_scale), _flat(out).reshape(rows, t), align=1, cost=t)
     return out

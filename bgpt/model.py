@@ -230,12 +230,34 @@ on CPU, the fused kernel is ~3x slower than that for the byte-level decoder's ma
 16-position sequences (measured; in fp32 the fused kernel wins and is kept)."""
 
 
+class _CPUAttentionProbs(torch.autograd.Function):
+    """Scale, causal mask, softmax and dropout of attention scores in one pass each way
+    (`bgpt.kernels.attention_probs`), with the roundings and the dropout mask of the
+    operations one by one (below in `explicit_causal_attention`)."""
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, scale: float, p: float) -> torch.Tensor:
+        ctx.seed = int(torch.empty((), dtype=torch.int64).random_()) if p else 0
+        ctx.scale, ctx.p = scale, p
+        out, probs = kernels.attention_probs(scores, scale, ctx.seed, p)
+        ctx.save_for_backward(probs)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (probs,) = ctx.saved_tensors
+        return kernels.attention_probs_backward(grad, probs, ctx.scale, ctx.seed, ctx.p), None, None
+
+
 def explicit_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Causal attention as matmuls: (B, heads, T, hd) x3 -> (B, heads, T, hd); softmax in fp32.
     The fused kernel's math, used where it is faster on CPU: short bf16 sequences, and any
     training with attention dropout (the fused CPU kernel has none and falls back to this)."""
-    t = q.shape[-2]
-    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, heads, T, T)
+    t, scale = q.shape[-2], 1.0 / math.sqrt(q.shape[-1])
+    att = q @ k.transpose(-2, -1)  # (B, heads, T, T)
+    if att.device.type == "cpu" and kernels.supports(att) and not torch.compiler.is_compiling():
+        return _CPUAttentionProbs.apply(att, scale, p if training else 0.0) @ v
+    att = att * scale
     causal = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
     att = att.masked_fill(~causal, float("-inf")).softmax(-1, dtype=torch.float32).to(q.dtype)
     att = dropout(att, p, training)

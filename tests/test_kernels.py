@@ -108,3 +108,30 @@ def test_model_residual_dropout_equals_the_two_operations(dtype):
     # y's gradient: one rounding to bf16 (fused) against two (cast, then scale): within one ulp
     torch.testing.assert_close(gy1.float(), gy2.float(), atol=0, rtol=0 if dtype == torch.float32 else 2**-7)
     assert residual_dropout(x0, y0, 0.0).equal(x0 + y0)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("shape", [(1, 2, 1, 8), (2, 3, 5, 8), (64, 4, 16, 32), (1, 2, 300, 16)], ids=lambda s: f"T{s[2]}")
+@pytest.mark.parametrize("p", [0.0, 0.1])
+def test_attention_probs_kernel_matches_the_operations_one_by_one(monkeypatch, dtype, shape, p):
+    """The fused scale/mask/softmax/dropout against `explicit_causal_attention`'s ATen steps with
+    the numpy dropout rule (kernels switched off): the same mask, outputs and gradients within
+    float32 rounding (fp32) or a few bf16 ulps."""
+    import bgpt.model as model
+
+    torch.manual_seed(1)
+    q, k, v, g = (torch.randn(shape).to(dtype) for _ in range(4))
+    results = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(kernels, "supports", lambda t: False)
+        leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+        torch.manual_seed(5)
+        y = model.explicit_causal_attention(*leaves, p, True)
+        y.backward(g)
+        results.append([y.detach()] + [x.grad for x in leaves])
+    tol = 1e-6 if dtype == torch.float32 else 4e-3
+    for a, b in zip(*results, strict=True):
+        assert a.dtype == dtype
+        assert (a.float() - b.float()).abs().max() <= tol * b.float().abs().max()
