@@ -26,6 +26,12 @@ from bgpt.stream import PAD, VOCAB_SIZE
 
 # ----------------------------------------------------------------------------- dropout
 
+def _draw_seed() -> int:
+    """A dropout seed from torch's default generator: reproducible under `torch.manual_seed`,
+    and drawn again identically when checkpointing restores the generator."""
+    return int(torch.empty((), dtype=torch.int64).random_())
+
+
 class _CPUDropout(torch.autograd.Function):
     """Dropout whose mask is a pure function of a seed drawn from torch's generator
     (`bgpt.kernels`): the backward pass recomputes it instead of storing it, and activation
@@ -33,7 +39,7 @@ class _CPUDropout(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        ctx.seed = int(torch.empty((), dtype=torch.int64).random_())
+        ctx.seed = _draw_seed()
         ctx.p = p
         return _apply_dropout(x, ctx.seed, p)
 
@@ -99,7 +105,7 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
 class _CPUResidualDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, y: torch.Tensor, p: float) -> torch.Tensor:
-        ctx.seed = int(torch.empty((), dtype=torch.int64).random_())
+        ctx.seed = _draw_seed()
         ctx.p, ctx.y_dtype = p, y.dtype
         return kernels.residual_dropout(x, y, ctx.seed, p)
 
@@ -237,7 +243,7 @@ class _CPUAttentionProbs(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, scores: torch.Tensor, scale: float, p: float) -> torch.Tensor:
-        ctx.seed = int(torch.empty((), dtype=torch.int64).random_()) if p else 0
+        ctx.seed = _draw_seed() if p else 0
         ctx.scale, ctx.p = scale, p
         out, probs = kernels.attention_probs(scores, scale, ctx.seed, p)
         ctx.save_for_backward(probs)
