@@ -100,6 +100,11 @@ if numba is not None:
     _jit = numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
     _inline = numba.njit(cache=True, inline="always", fastmath=True, error_model="numpy")
 
+    @_inline
+    def _bf16(v):  # the bf16 bits of fp32 v, rounded to nearest even
+        u = _bits(v)
+        return np.uint16((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+
     def _load(x, i):  # bf16 (as uint16) or fp32 element as fp32
         raise NotImplementedError  # compiled only, see the overload
 
@@ -117,8 +122,7 @@ if numba is not None:
         if out.dtype == types.uint16:
 
             def store_bf16(out, i, v):
-                u = _bits(v)
-                out[i] = np.uint16((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+                out[i] = _bf16(v)
 
             return store_bf16
 
@@ -135,8 +139,7 @@ if numba is not None:
         if like.dtype == types.uint16:
 
             def round_bf16(like, v):
-                u = _bits(v)
-                return _f32(((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)) << np.uint32(16))
+                return _f32(np.uint32(_bf16(v)) << np.uint32(16))
 
             return round_bf16
         return lambda like, v: v
