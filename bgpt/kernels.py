@@ -28,6 +28,7 @@ is one pass, split over torch's thread count, bf16 or fp32 in and out, fp32 arit
 from __future__ import annotations
 
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -273,18 +274,19 @@ if numba is not None:
 
 
 _pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
 
 
 def _run(kernel, n: int, *args, align: int = 4, cost: int = 1) -> None:
     """kernel(*args, start, stop) over [0, n), split into contiguous parts (multiples of
     `align`) over torch's thread count; `cost` elements per index count towards PARALLEL_MIN."""
-    global _pool
+    global _pool, _pool_pid
     threads = torch.get_num_threads()
     if n * cost < PARALLEL_MIN or threads == 1:
         kernel(*args, 0, n)
         return
-    if _pool is None or _pool._max_workers < threads:
-        _pool = ThreadPoolExecutor(threads, thread_name_prefix="bgpt-kernel")
+    if _pool is None or _pool._max_workers < threads or _pool_pid != os.getpid():  # a forked child has no workers
+        _pool, _pool_pid = ThreadPoolExecutor(threads, thread_name_prefix="bgpt-kernel"), os.getpid()
     step = (-(-n // threads) + align - 1) // align * align
     parts = [(s, min(n, s + step)) for s in range(0, n, step)]
     for f in [_pool.submit(kernel, *args, s, e) for s, e in parts]:

@@ -135,3 +135,22 @@ def test_attention_probs_kernel_matches_the_operations_one_by_one(monkeypatch, d
     for a, b in zip(*results, strict=True):
         assert a.dtype == dtype
         assert (a.float() - b.float()).abs().max() <= tol * b.float().abs().max()
+
+
+@needs_numba
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_kernels_work_in_a_forked_child():
+    """A child forked after the kernels ran has none of the parent's worker threads: it must not
+    wait on them forever."""
+    import multiprocessing as mp
+
+    x = torch.randn(kernels.PARALLEL_MIN * 2)
+    expected = kernels.gelu(x)  # the parent's pool exists now
+    with mp.get_context("fork").Pool(1) as pool:  # numpy arrays across: torch's tensor sharing is not the point
+        out = pool.apply_async(_gelu_in_child, (x.numpy(),)).get(timeout=60)
+    assert np.array_equal(out, expected.numpy())
+
+
+def _gelu_in_child(x: np.ndarray) -> np.ndarray:
+    assert torch.get_num_threads() > 1  # so that the kernel goes to the pool
+    return kernels.gelu(torch.from_numpy(x)).numpy()
