@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 
 from bgpt.config import BGPTConfig
-from bgpt.device import autocast
+from bgpt.device import autocast, synchronize
 from bgpt.model import BGPT
 from bgpt.stream import VOCAB_SIZE, Batch
 
@@ -62,17 +62,12 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, n: int | None = None, 
     a @ b
     times = []
     for _ in range(reps):
-        _sync(device)
+        synchronize(device)
         t = time.perf_counter()
         a @ b
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - t)
     return 2 * n**3 / min(times)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def peak_rss_mb() -> float:
@@ -92,10 +87,10 @@ def time_steps(step: Callable[[], None], device: torch.device, warmup: int, step
         step()
     times = []
     for _ in range(steps):
-        _sync(device)
+        synchronize(device)
         t = time.perf_counter()
         step()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - t)
     return times
 

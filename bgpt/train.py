@@ -35,7 +35,7 @@ from tqdm import tqdm
 from bgpt.checkpoint import atomic_write, atomic_write_text, load, save_pretrained
 from bgpt.config import BGPTConfig, resolve_config
 from bgpt.data import StreamDataset, label_of, open_files, split_holdout
-from bgpt.device import autocast, keep_freed_memory, resolve_device, resolve_dtype
+from bgpt.device import autocast, keep_freed_memory, resolve_device, resolve_dtype, synchronize
 from bgpt.errors import BGPTError
 from bgpt.evaluate import evaluate_classifier, evaluate_generative
 from bgpt.model import BGPT, BGPTClassifier, build_model
@@ -552,8 +552,7 @@ def _time_trial_steps(model, task, train_set, cfg: TrainConfig, device, dtype, m
     saved_rng = rng_state(device)
     times = []
     for step in range(trials):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         t0 = time.time()
         slots = items_for_step(step, cfg.batch_size, len(train_set), cfg.seed)
         for m in range(cfg.grad_accum):
@@ -566,8 +565,7 @@ def _time_trial_steps(model, task, train_set, cfg: TrainConfig, device, dtype, m
             loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         times.append(time.time() - t0)
     set_rng_state(saved_rng, device)  # the real run starts from the same random state
     del trial, opt
