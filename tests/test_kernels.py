@@ -138,6 +138,48 @@ def test_attention_probs_kernel_matches_the_operations_one_by_one(monkeypatch, d
 
 
 @needs_numba
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("shape", [(1, 1), (33, 65), (1000, 257), (70, 3000)])
+def test_transpose_kernel_equals_aten(dtype, shape):
+    x = torch.randn(shape).to(dtype)
+    out = kernels.transpose(x)
+    assert out.is_contiguous() and torch.equal(out, x.t().contiguous())
+
+
+@needs_numba
+@pytest.mark.parametrize("rows,n,k,bias", [(9000, 96, 320, True), (9000, 320, 96, True), (300, 257, 96, False), (9000, 96, 96, True)],
+                         ids=["transpose-dy", "transpose-x", "head", "square"])
+def test_model_linear_equals_autocast_f_linear(monkeypatch, rows, n, k, bias):
+    """`linear` (bf16 CPU autocast, training) against F.linear under the same autocast: the same
+    output, input and bias gradients bit for bit; the weight gradient is the same product
+    in another memory layout (which of them `weight_gradient` takes depends on the shape),
+    equal up to one-bf16-ulp roundings."""
+    import bgpt.model as model
+
+    monkeypatch.setattr(model, "TRANSPOSE_ROWS", 4096)  # reach the transposing branch with small tensors
+    torch.manual_seed(0)
+    x0, w0 = torch.randn(rows // 100, 100, k), torch.randn(n, k) * 0.05
+    b0, g = torch.randn(n) if bias else None, torch.randn(rows // 100, 100, n).bfloat16()
+    results = []
+    for f in (model.linear, F.linear):
+        x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+        b = b0.clone().requires_grad_() if bias else None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = f(x, w, b)
+        y.backward(g)
+        results.append((y.detach(), x.grad, w.grad, b.grad if bias else None))
+        assert (y.grad_fn.name() == "_CPULinearBackward") == (f is model.linear)
+    (y1, dx1, dw1, db1), (y2, dx2, dw2, db2) = results
+    assert torch.equal(y1, y2) and torch.equal(dx1, dx2) and dx1.dtype == torch.float32
+    assert not bias or torch.equal(db1, db2)
+    assert dw1.dtype == torch.float32 and dw1.is_contiguous()
+    torch.testing.assert_close(dw1, dw2, atol=0, rtol=2**-7)
+    assert (dw1 != dw2).float().mean() < 0.01  # rare roundings, not another product
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # not training: F.linear itself
+        assert torch.equal(model.linear(x0, w0), F.linear(x0, w0))
+
+
+@needs_numba
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
 def test_kernels_work_in_a_forked_child():
     """A child forked after the kernels ran has none of the parent's worker threads: it must not
