@@ -196,3 +196,16 @@ def test_kernels_work_in_a_forked_child():
 def _gelu_in_child(x: np.ndarray) -> np.ndarray:
     assert torch.get_num_threads() > 1  # so that the kernel goes to the pool
     return kernels.gelu(torch.from_numpy(x)).numpy()
+
+
+@pytest.mark.parametrize("given,expected", [(None, "30000"), ("5", "5")])
+def test_importing_bgpt_shortens_openmp_spinning_unless_set(given, expected):
+    """bgpt sets GOMP_SPINCOUNT before torch loads libgomp (spinning threads slowed the
+    kernels after each matmul); a user's own value wins."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"} | ({"GOMP_SPINCOUNT": given} if given else {})
+    code = "import bgpt, os, sys; sys.stdout.write(os.environ['GOMP_SPINCOUNT'])"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout == expected
