@@ -54,6 +54,9 @@ MIX1 = 0xBF58476D1CE4E5B9
 MIX2 = 0x94D049BB133111EB
 PARALLEL_MIN = 1 << 16
 """Tensors with fewer elements run on the calling thread."""
+BIAS_BLOCK = 256
+"""`bias_gelu_backward` sums the bias gradient over blocks of this many rows, then the blocks:
+the same sum whichever thread took which rows."""
 
 
 def available() -> bool:
@@ -173,25 +176,48 @@ if numba is not None:
     # Each kernel works on [start, stop) through slices: a loop over range(start, stop) on the
     # whole arrays was not vectorised (3x slower).
 
+    @_inline
+    def _gelu1(v):
+        beta, kappa = np.float32(GELU_BETA), np.float32(GELU_KAPPA)
+        return np.float32(0.5) * v * (np.float32(1.0) + _tanh(beta * (v + kappa * v * v * v)))
+
+    @_inline
+    def _gelu_slope(v):  # d gelu(v) / dv
+        beta, kappa = np.float32(GELU_BETA), np.float32(GELU_KAPPA)
+        t = _tanh(beta * (v + kappa * v * v * v))
+        return np.float32(0.5) * (np.float32(1.0) + t) + np.float32(0.5) * v * (np.float32(1.0) - t * t) * beta * (
+            np.float32(1.0) + np.float32(3.0) * kappa * v * v
+        )
+
     @_jit
     def _gelu(x, out, start, stop):
         x, out = x[start:stop], out[start:stop]
-        beta, kappa = np.float32(GELU_BETA), np.float32(GELU_KAPPA)
         for i in range(x.size):
-            v = _load(x, i)
-            _store(out, i, np.float32(0.5) * v * (np.float32(1.0) + _tanh(beta * (v + kappa * v * v * v))))
+            _store(out, i, _gelu1(_load(x, i)))
 
     @_jit
     def _gelu_backward(grad, x, out, start, stop):
         grad, x, out = grad[start:stop], x[start:stop], out[start:stop]
-        beta, kappa = np.float32(GELU_BETA), np.float32(GELU_KAPPA)
         for i in range(x.size):
-            v = _load(x, i)
-            t = _tanh(beta * (v + kappa * v * v * v))
-            d = np.float32(0.5) * (np.float32(1.0) + t) + np.float32(0.5) * v * (np.float32(1.0) - t * t) * beta * (
-                np.float32(1.0) + np.float32(3.0) * kappa * v * v
-            )
-            _store(out, i, _load(grad, i) * d)
+            _store(out, i, _load(grad, i) * _gelu_slope(_load(x, i)))
+
+    @_jit
+    def _bias_gelu(x, bias, out, start, stop):  # rows [start, stop) of x (R, C): gelu(x + bias)
+        for r in range(start, stop):
+            xr, o = x[r], out[r]
+            for j in range(xr.size):
+                _store(o, j, _gelu1(_load(xr, j) + bias[j]))
+
+    @_jit
+    def _bias_gelu_backward(grad, x, bias, out, partial, start, stop):
+        """out = grad * gelu'(x + bias) in out's dtype; row block r // BIAS_BLOCK's column sums of
+        out (as rounded) added to partial[r // BIAS_BLOCK] (start: a multiple of BIAS_BLOCK)."""
+        for r in range(start, stop):
+            g, xr, o, acc = grad[r], x[r], out[r], partial[r // BIAS_BLOCK]
+            for j in range(xr.size):
+                d = _round_as(o, _load(g, j) * _gelu_slope(_load(xr, j) + bias[j]))
+                _store(o, j, d)
+                acc[j] += d
 
     @_inline
     def _coin(seed, j):  # element j's 16-bit coin: lane j % 4 of splitmix64(seed + (j // 4 + 1) * GAMMA)
@@ -329,6 +355,24 @@ def gelu_backward(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     out = torch.empty_like(x)
     _run(_gelu_backward, x.numel(), _flat(grad), _flat(x), _flat(out))
     return out
+
+
+def bias_gelu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """gelu(x + bias) of a 2-D x (bf16 or fp32; out in its dtype) and a fp32 bias, in fp32."""
+    out = torch.empty_like(x)
+    _run(_bias_gelu, x.shape[0], _flat(x).reshape(x.shape), bias.detach().float().contiguous().numpy(), _flat(out).reshape(x.shape), cost=x.shape[1])
+    return out
+
+
+def bias_gelu_backward(grad: torch.Tensor, x: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradients of `bias_gelu`: x's (in x's dtype) and the bias's (fp32: the column sums
+    of x's gradient as rounded, summed in fp32)."""
+    grad = grad.contiguous().to(x.dtype)
+    out = torch.empty_like(x)
+    partial = torch.zeros(-(-x.shape[0] // BIAS_BLOCK), x.shape[1])
+    _run(_bias_gelu_backward, x.shape[0], _flat(grad).reshape(x.shape), _flat(x).reshape(x.shape), bias.detach().float().contiguous().numpy(),
+         _flat(out).reshape(x.shape), partial.numpy(), align=BIAS_BLOCK, cost=x.shape[1])
+    return out, partial.sum(0)
 
 
 def dropout(x: torch.Tensor, seed: int, p: float, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -139,6 +139,49 @@ def test_attention_probs_kernel_matches_the_operations_one_by_one(monkeypatch, d
 
 @needs_numba
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("shape", [(1, 5), (300, 96), (700, 3072)])  # 700 rows: blocks of 256 split over threads
+def test_bias_gelu_kernels_match_aten(dtype, shape):
+    torch.manual_seed(0)
+    x, g, b = torch.randn(shape).to(dtype) * 2, torch.randn(shape).to(dtype), torch.randn(shape[1]) * 0.5
+    y = kernels.bias_gelu(x, b)
+    ref = F.gelu(x.float() + b, approximate="tanh")
+    assert y.dtype == dtype
+    torch.testing.assert_close(y.float(), ref.to(dtype).float(), atol=2e-6, rtol=2**-7 if dtype == torch.bfloat16 else 1e-5)  # one ulp
+    dx, db = kernels.bias_gelu_backward(g, x, b)
+    leaf = (x.float() + b).requires_grad_()
+    F.gelu(leaf, approximate="tanh").backward(g.float())
+    assert dx.dtype == dtype and db.dtype == torch.float32
+    torch.testing.assert_close(dx.float(), leaf.grad.to(dtype).float(), atol=3e-5, rtol=2**-7 if dtype == torch.bfloat16 else 1e-5)
+    # the bias gradient: the column sums of x's gradient as written (blocks of rows, then blocks)
+    torch.testing.assert_close(db, dx.double().sum(0).float(), atol=1e-4, rtol=1e-5)
+
+
+@needs_numba
+def test_model_linear_gelu_equals_gelu_of_linear():
+    """The bias moved from the matmul into the GELU kernel: values and gradients within bf16
+    rounding of gelu(fc(x)) under the same autocast, the bias gradient as precise or better."""
+    import bgpt.model as model
+
+    torch.manual_seed(0)
+    fc = torch.nn.Linear(96, 384)
+    x0, g = torch.randn(20, 30, 96), torch.randn(20, 30, 384)
+    results = []
+    for fused in (True, False):
+        x = x0.clone().requires_grad_()
+        fc.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = model.linear_gelu(x, fc) if fused else F.gelu(fc(x), approximate="tanh")
+        assert (y.grad_fn.name() == "_CPUBiasGELUBackward") == fused
+        y.backward(g.bfloat16())
+        results.append([y.detach().float(), x.grad, fc.weight.grad.clone(), fc.bias.grad.clone()])
+    for a, b in zip(*results, strict=True):
+        assert (a - b).abs().max() <= 2**-7 * b.abs().max()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # not training: the plain operations
+        assert torch.equal(model.linear_gelu(x0, fc), F.gelu(fc(x0), approximate="tanh"))
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 @pytest.mark.parametrize("shape", [(1, 1), (33, 65), (1000, 257), (70, 3000)])
 def test_transpose_kernel_equals_aten(dtype, shape):
     x = torch.randn(shape).to(dtype)
