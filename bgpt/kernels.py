@@ -219,6 +219,48 @@ if numba is not None:
                 _store(o, j, d)
                 acc[j] += d
 
+    @_jit
+    def _layer_norm(x, weight, bias, eps, out, mean, rstd, start, stop):
+        """Rows [start, stop) of fp32 x (R, H): (x - mean) * rstd * weight + bias in out's dtype."""
+        h = x.shape[1]
+        for r in range(start, stop):
+            xr, o = x[r], out[r]
+            m = np.float32(0.0)
+            for j in range(h):
+                m += xr[j]
+            m /= h
+            v = np.float32(0.0)
+            for j in range(h):
+                d = xr[j] - m
+                v += d * d
+            s = np.float32(1.0) / np.sqrt(v / h + eps)
+            mean[r], rstd[r] = m, s
+            for j in range(h):
+                _store(o, j, (xr[j] - m) * s * weight[j] + bias[j])
+
+    @_jit
+    def _layer_norm_backward(grad, x, weight, mean, rstd, dx, partial, start, stop):
+        """x's gradient (fp32) of rows [start, stop); the weight's and bias's column sums of row
+        block r // BIAS_BLOCK added to partial[0, block] and partial[1, block]."""
+        h = x.shape[1]
+        for r in range(start, stop):
+            g, xr, d, m, s = grad[r], x[r], dx[r], mean[r], rstd[r]
+            dw, db = partial[0, r // BIAS_BLOCK], partial[1, r // BIAS_BLOCK]
+            a = np.float32(0.0)  # mean of g * weight
+            b = np.float32(0.0)  # mean of g * weight * xhat
+            for j in range(h):
+                gj = _load(g, j)
+                xhat = (xr[j] - m) * s
+                gw = gj * weight[j]
+                a += gw
+                b += gw * xhat
+                dw[j] += gj * xhat
+                db[j] += gj
+            a /= h
+            b /= h
+            for j in range(h):
+                d[j] = s * (_load(g, j) * weight[j] - a - (xr[j] - m) * s * b)
+
     @_inline
     def _coin(seed, j):  # element j's 16-bit coin: lane j % 4 of splitmix64(seed + (j // 4 + 1) * GAMMA)
         z = seed + np.uint64((j >> 2) + 1) * np.uint64(GAMMA)
@@ -373,6 +415,30 @@ def bias_gelu_backward(grad: torch.Tensor, x: torch.Tensor, bias: torch.Tensor) 
     _run(_bias_gelu_backward, x.shape[0], _flat(grad).reshape(x.shape), _flat(x).reshape(x.shape), bias.detach().float().contiguous().numpy(),
          _flat(out).reshape(x.shape), partial.numpy(), align=BIAS_BLOCK, cost=x.shape[1])
     return out, partial.sum(0)
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """LayerNorm over the last dimension of a 2-D fp32 x, written in `dtype` (bf16 or fp32):
+    `F.layer_norm` and the cast after it in one pass. Returns it, and the rows' mean and
+    1 / std (fp32) for the backward pass."""
+    rows = x.shape[0]
+    out = torch.empty(x.shape, dtype=dtype)
+    mean, rstd = torch.empty(rows), torch.empty(rows)
+    _run(_layer_norm, rows, x.numpy(), weight.detach().contiguous().numpy(), bias.detach().contiguous().numpy(), np.float32(eps),
+         _flat(out).reshape(x.shape), mean.numpy(), rstd.numpy(), align=1, cost=x.shape[1])
+    return out, mean, rstd
+
+
+def layer_norm_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The gradients of `layer_norm` from its output's (bf16 or fp32): x's (fp32), weight's
+    and bias's (fp32, summed over blocks of rows, then the blocks)."""
+    grad = grad.contiguous()
+    dx = torch.empty_like(x)
+    partial = torch.zeros(2, -(-x.shape[0] // BIAS_BLOCK), x.shape[1])
+    _run(_layer_norm_backward, x.shape[0], _flat(grad).reshape(x.shape), x.numpy(), weight.detach().contiguous().numpy(),
+         mean.numpy(), rstd.numpy(), dx.numpy(), partial.numpy(), align=BIAS_BLOCK, cost=x.shape[1])
+    dweight, dbias = partial.sum(1)
+    return dx, dweight, dbias
 
 
 def dropout(x: torch.Tensor, seed: int, p: float, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -222,6 +222,34 @@ def linear_gelu(x: torch.Tensor, fc: nn.Linear) -> torch.Tensor:
     return gelu(fc(x))
 
 
+class _CPULayerNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+        x2 = x.reshape(-1, x.shape[-1])
+        out, mean, rstd = kernels.layer_norm(x2, weight, bias, eps, torch.bfloat16)
+        ctx.save_for_backward(x2, weight, mean, rstd)
+        return out.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x2, weight, mean, rstd = ctx.saved_tensors
+        dx, dweight, dbias = kernels.layer_norm_backward(grad.reshape(x2.shape), x2, weight, mean, rstd)
+        return dx.view(grad.shape), dweight, dbias, None
+
+
+class LayerNorm(nn.LayerNorm):
+    """`nn.LayerNorm` for a block's input to a Linear. In CPU bf16 autocast training its output
+    comes in bf16 from one kernel (`kernels.layer_norm`), which the Linear after it casts to
+    anyway, and its backward takes that bf16 gradient: no fp32 output written and read back
+    by a cast, no cast of the gradient (bf16 -> fp32) before ATen's backward. The output
+    equals the cast of ATen's but for rare one-ulp roundings (fp32 sums in another order)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight is not None and _cpu_bf16_training(x, self.weight):
+            return _CPULayerNorm.apply(x.contiguous(), self.weight, self.bias, self.eps)
+        return super().forward(x)
+
+
 # ----------------------------------------------------------------------------- model
 
 
@@ -408,9 +436,9 @@ class Block(nn.Module):
 
     def __init__(self, hidden: int, heads: int, dropout: float):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(hidden, eps=1e-5)
+        self.ln_1 = LayerNorm(hidden, eps=1e-5)
         self.attn = CausalSelfAttention(hidden, heads, dropout)
-        self.ln_2 = nn.LayerNorm(hidden, eps=1e-5)
+        self.ln_2 = LayerNorm(hidden, eps=1e-5)
         self.mlp = MLP(hidden)
         self.dropout = dropout  # of each sublayer's output before the residual sum (GPT-2's resid_pdrop)
 

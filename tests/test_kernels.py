@@ -182,6 +182,55 @@ def test_model_linear_gelu_equals_gelu_of_linear():
 
 @needs_numba
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("rows", [1, 37, 700])  # 700 rows: blocks of 256 split over threads
+def test_layer_norm_kernels_match_aten(dtype, rows):
+    torch.manual_seed(0)
+    x, w, b = torch.randn(rows, 96) * 3 + 1, torch.randn(96), torch.randn(96)
+    g = torch.randn(rows, 96).to(dtype)
+    y, mean, rstd = kernels.layer_norm(x, w, b, 1e-5, dtype)
+    ref = F.layer_norm(x, (96,), w, b, 1e-5)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y.float(), ref.to(dtype).float(), atol=1e-5, rtol=2**-7 if dtype == torch.bfloat16 else 1e-5)
+    torch.testing.assert_close(mean, x.mean(1))
+    torch.testing.assert_close(rstd, (x.var(1, unbiased=False) + 1e-5).rsqrt())
+    leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+    F.layer_norm(leaves[0], (96,), leaves[1], leaves[2], 1e-5).backward(g.float())
+    for fast, ref_grad in zip(kernels.layer_norm_backward(g, x, w, mean, rstd), (t.grad for t in leaves), strict=True):
+        assert fast.dtype == torch.float32
+        torch.testing.assert_close(fast, ref_grad, atol=1e-5, rtol=1e-5)
+
+
+@needs_numba
+def test_model_layer_norm_equals_cast_of_aten_layer_norm():
+    """Under CPU bf16 autocast in training, a block's LayerNorm writes bf16 (what the Linear
+    after it casts to): equal to the cast of ATen's fp32 output but for one-ulp roundings, the
+    same gradients within fp32 rounding."""
+    import bgpt.model as model
+
+    torch.manual_seed(0)
+    ln = model.LayerNorm(96)
+    torch.nn.init.normal_(ln.weight)
+    torch.nn.init.normal_(ln.bias)
+    x0, g = torch.randn(20, 30, 96) * 2, torch.randn(20, 30, 96).bfloat16()
+    results = []
+    for fused in (True, False):
+        x = x0.clone().requires_grad_()
+        ln.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = ln(x) if fused else torch.nn.LayerNorm.forward(ln, x).bfloat16()
+        assert y.dtype == torch.bfloat16 and (y.grad_fn.name() == "_CPULayerNormBackward") == fused
+        y.backward(g)
+        results.append([y.detach().float(), x.grad, ln.weight.grad.clone(), ln.bias.grad.clone()])
+    (y1, *grads1), (y2, *grads2) = results
+    torch.testing.assert_close(y1, y2, atol=1e-5, rtol=2**-7)
+    for a, b in zip(grads1, grads2, strict=True):  # sums over 600 rows in another order
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # not training: ATen, fp32 out
+        assert torch.equal(ln(x0), torch.nn.LayerNorm.forward(ln, x0))
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 @pytest.mark.parametrize("shape", [(1, 1), (33, 65), (1000, 257), (70, 3000)])
 def test_transpose_kernel_equals_aten(dtype, shape):
     x = torch.randn(shape).to(dtype)
