@@ -30,7 +30,7 @@ run "$BGPT" bench data --nbytes 20000
 run "$PY" benchmarks/generate.py --configs small --dtypes fp32 --batches 1 --threads 1 --sizes "256 B" "4 KB" --engines cached uncached --budget 300
 if [ -z "${QUICK:-}" ]; then
   # three warm-up steps: the first two fault the activations' pages in (keep_freed_memory)
-  run "$BGPT" bench train --config paper --dtype bf16 --batch-size 8 --steps 2 --warmup 3
+  run "$BGPT" bench train --config paper --dtype bf16 --batch-size 8 --steps 5 --warmup 3
   run "$BGPT" bench train --config paper --dtype bf16 --batch-size 8 --steps 1 --warmup 2 --gradient-checkpointing
   run "$BGPT" bench train --config paper --dtype bf16 --batch-size 2 --steps 5 --warmup 3
   run "$PY" benchmarks/generate.py --configs small paper --threads 1 --budget 300
