@@ -261,6 +261,13 @@ if numba is not None:
             for j in range(h):
                 d[j] = s * (_load(g, j) * weight[j] - a - (xr[j] - m) * s * b)
 
+    @_jit
+    def _column_sums(x, partial, start, stop):  # rows [start, stop) of x (R, C) into partial[r // BIAS_BLOCK]
+        for r in range(start, stop):
+            xr, acc = x[r], partial[r // BIAS_BLOCK]
+            for j in range(xr.size):
+                acc[j] += _load(xr, j)
+
     @_inline
     def _coin(seed, j):  # element j's 16-bit coin: lane j % 4 of splitmix64(seed + (j // 4 + 1) * GAMMA)
         z = seed + np.uint64((j >> 2) + 1) * np.uint64(GAMMA)
@@ -439,6 +446,15 @@ def layer_norm_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tenso
          mean.numpy(), rstd.numpy(), dx.numpy(), partial.numpy(), align=BIAS_BLOCK, cost=x.shape[1])
     dweight, dbias = partial.sum(1)
     return dx, dweight, dbias
+
+
+def column_sums(x: torch.Tensor) -> torch.Tensor:
+    """x.sum(0) of a 2-D bf16 or fp32 x, summed in fp32 over blocks of rows, then the blocks: a
+    Linear's bias gradient. ATen's bf16 column sum of a wide matrix ran at a third of this
+    (13-15 ms for 16384 x 3072 on the benchmark CPU)."""
+    partial = torch.zeros(-(-x.shape[0] // BIAS_BLOCK), x.shape[1])
+    _run(_column_sums, x.shape[0], _flat(x).reshape(x.shape), partial.numpy(), align=BIAS_BLOCK, cost=x.shape[1])
+    return partial.sum(0)
 
 
 def dropout(x: torch.Tensor, seed: int, p: float, dtype: torch.dtype | None = None) -> torch.Tensor:
