@@ -269,25 +269,38 @@ if numba is not None:
                 acc[j] += _load(xr, j)
 
     @_inline
-    def _coin(seed, j):  # element j's 16-bit coin: lane j % 4 of splitmix64(seed + (j // 4 + 1) * GAMMA)
-        z = seed + np.uint64((j >> 2) + 1) * np.uint64(GAMMA)
+    def _hash(seed, counter):  # splitmix64(seed + (counter + 1) * GAMMA): the coins of elements 4 * counter + 0..3
+        z = seed + np.uint64(counter + 1) * np.uint64(GAMMA)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
-        z = z ^ (z >> np.uint64(31))
-        return (z >> np.uint64(16 * (j & 3))) & np.uint64(0xFFFF)
+        return z ^ (z >> np.uint64(31))
+
+    COIN_BLOCK = 2048  # elements whose coins are drawn at a time (a multiple of 4)
+
+    @_inline
+    def _coins(seed, first, hashes):  # the coins of elements first.. (first: a multiple of 4), as uint16
+        for g in range(hashes.size):  # one hash per four elements (vectorised), not one per element
+            hashes[g] = _hash(seed, (first >> 2) + g)
+        return hashes.view(np.uint16)  # little-endian: lane k of a hash is its bits 16k..16k+15
 
     @_jit
-    def _dropout(x, out, seed, drop, scale, start, stop):  # x and out: bf16 or fp32, either way
-        x, out = x[start:stop], out[start:stop]
-        for i in range(x.size):
-            _store(out, i, _load(x, i) * scale if _coin(seed, start + i) >= drop else np.float32(0.0))
+    def _dropout(x, out, seed, drop, scale, start, stop):  # x and out: bf16 or fp32, either way; start % 4 == 0
+        hashes = np.empty(COIN_BLOCK // 4, np.uint64)
+        for b in range(start, stop, COIN_BLOCK):
+            coins = _coins(seed, b, hashes)
+            xb, ob = x[b : min(b + COIN_BLOCK, stop)], out[b : min(b + COIN_BLOCK, stop)]
+            for i in range(xb.size):
+                _store(ob, i, _load(xb, i) * scale if coins[i] >= drop else np.float32(0.0))
 
     @numba.njit(cache=True, nogil=True, error_model="numpy")  # no fastmath: x + y * scale must not become one fma
-    def _residual_dropout(x, y, out, seed, drop, scale, start, stop):  # out = x + dropout(y), fp32
-        x, y, out = x[start:stop], y[start:stop], out[start:stop]
-        for i in range(x.size):
-            v = _round_as(y, _load(y, i) * scale) if _coin(seed, start + i) >= drop else np.float32(0.0)
-            out[i] = _load(x, i) + v
+    def _residual_dropout(x, y, out, seed, drop, scale, start, stop):  # out = x + dropout(y), fp32; start % 4 == 0
+        hashes = np.empty(COIN_BLOCK // 4, np.uint64)
+        for b in range(start, stop, COIN_BLOCK):
+            coins = _coins(seed, b, hashes)
+            xb, yb, ob = x[b : min(b + COIN_BLOCK, stop)], y[b : min(b + COIN_BLOCK, stop)], out[b : min(b + COIN_BLOCK, stop)]
+            for i in range(xb.size):
+                v = _round_as(yb, _load(yb, i) * scale) if coins[i] >= drop else np.float32(0.0)
+                ob[i] = _load(xb, i) + v
 
 
     @_inline
@@ -304,15 +317,22 @@ if numba is not None:
         p = p * r * r + r + np.float32(1.0)
         return p * _f32(np.uint32(np.int32(n) + np.int32(127)) << np.uint32(23))
 
+    @_inline
+    def _row_coins(seed, first, hashes):  # the coins of elements first.. as (coins, skip): element first + j's is coins[skip + j]
+        aligned = first - first % 4
+        return _coins(seed, aligned, hashes), first - aligned
+
     @_jit
     def _attention_probs(scores, scale, seed, drop, keep_scale, out, probs, start, stop):
         """Rows [start, stop) of (R, T) scores of query r % T: causal softmax of scores * scale
         (fp32 in `probs`), then dropout, in scores' dtype in `out`: the roundings of
         `(q @ k^T) * scale`, `masked_fill`, `softmax(dtype=float32).to(dtype)` and `dropout`."""
         t = scores.shape[1]
+        hashes = np.empty((t + 3) // 4 + 1, np.uint64)
         for r in range(start, stop):
             n = r % t + 1
             s, o, pr = scores[r], out[r], probs[r]
+            coins, skip = _row_coins(seed, r * t, hashes)
             m = np.float32(-np.inf)
             for j in range(n):
                 m = max(m, _round_as(s, _load(s, j) * scale))
@@ -322,12 +342,10 @@ if numba is not None:
                 pr[j] = e
                 z += e
             inv = np.float32(1.0) / z
-            base = np.uint64(r) * np.uint64(t)
             for j in range(n):
                 v = pr[j] * inv
                 pr[j] = v
-                keep = _coin(seed, base + np.uint64(j)) >= drop
-                _store(o, j, _round_as(s, v) * keep_scale if keep else np.float32(0.0))
+                _store(o, j, _round_as(s, v) * keep_scale if coins[skip + j] >= drop else np.float32(0.0))
             for j in range(n, t):
                 pr[j] = np.float32(0.0)
                 _store(o, j, np.float32(0.0))
@@ -335,16 +353,17 @@ if numba is not None:
     @_jit
     def _attention_probs_backward(grad, probs, scale, seed, drop, keep_scale, out, start, stop):
         t = grad.shape[1]
+        hashes = np.empty((t + 3) // 4 + 1, np.uint64)
         for r in range(start, stop):
             n = r % t + 1
             g, pr, o = grad[r], probs[r], out[r]
-            base = np.uint64(r) * np.uint64(t)
+            coins, skip = _row_coins(seed, r * t, hashes)
             dot = np.float32(0.0)
             for j in range(n):
-                keep = _coin(seed, base + np.uint64(j)) >= drop
+                keep = coins[skip + j] >= drop
                 dot += (_round_as(g, _load(g, j) * keep_scale) if keep else np.float32(0.0)) * pr[j]
             for j in range(n):
-                keep = _coin(seed, base + np.uint64(j)) >= drop
+                keep = coins[skip + j] >= drop
                 dp = _round_as(g, _load(g, j) * keep_scale) if keep else np.float32(0.0)
                 _store(o, j, _round_as(g, pr[j] * (dp - dot)) * scale)
             for j in range(n, t):
