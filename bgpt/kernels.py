@@ -201,12 +201,15 @@ if numba is not None:
         for i in range(x.size):
             _store(out, i, _load(grad, i) * _gelu_slope(_load(x, i)))
 
+    # The bias comes in x's dtype: with a fp32 bias beside bf16 x, LLVM vectorised these loops
+    # 8 wide instead of 16 (1.7x slower).
+
     @_jit
     def _bias_gelu(x, bias, out, start, stop):  # rows [start, stop) of x (R, C): gelu(x + bias)
         for r in range(start, stop):
             xr, o = x[r], out[r]
             for j in range(xr.size):
-                _store(o, j, _gelu1(_load(xr, j) + bias[j]))
+                _store(o, j, _gelu1(_load(xr, j) + _load(bias, j)))
 
     @_jit
     def _bias_gelu_backward(grad, x, bias, out, partial, start, stop):
@@ -215,9 +218,9 @@ if numba is not None:
         for r in range(start, stop):
             g, xr, o, acc = grad[r], x[r], out[r], partial[r // BIAS_BLOCK]
             for j in range(xr.size):
-                d = _round_as(o, _load(g, j) * _gelu_slope(_load(xr, j) + bias[j]))
-                _store(o, j, d)
-                acc[j] += d
+                _store(o, j, _load(g, j) * _gelu_slope(_load(xr, j) + _load(bias, j)))
+            for j in range(xr.size):  # a second loop: one loop doing both ran 8 wide
+                acc[j] += _load(o, j)
 
     @_jit
     def _layer_norm(x, weight, bias, eps, out, mean, rstd, start, stop):
@@ -426,10 +429,15 @@ def gelu_backward(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def bias_gelu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """gelu(x + bias) of a 2-D x (bf16 or fp32; out in its dtype) and a fp32 bias, in fp32."""
+    """gelu(x + bias) of a 2-D x (bf16 or fp32; out in its dtype), computed in fp32, with the bias
+    rounded to x's dtype (as autocast casts a Linear's bias)."""
     out = torch.empty_like(x)
-    _run(_bias_gelu, x.shape[0], _flat(x).reshape(x.shape), bias.detach().float().contiguous().numpy(), _flat(out).reshape(x.shape), cost=x.shape[1])
+    _run(_bias_gelu, x.shape[0], _flat(x).reshape(x.shape), _flat(_as(bias, x)), _flat(out).reshape(x.shape), cost=x.shape[1])
     return out
+
+
+def _as(bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return bias.detach().to(x.dtype).contiguous()
 
 
 def bias_gelu_backward(grad: torch.Tensor, x: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -438,7 +446,7 @@ def bias_gelu_backward(grad: torch.Tensor, x: torch.Tensor, bias: torch.Tensor) 
     grad = grad.contiguous().to(x.dtype)
     out = torch.empty_like(x)
     partial = torch.zeros(-(-x.shape[0] // BIAS_BLOCK), x.shape[1])
-    _run(_bias_gelu_backward, x.shape[0], _flat(grad).reshape(x.shape), _flat(x).reshape(x.shape), bias.detach().float().contiguous().numpy(),
+    _run(_bias_gelu_backward, x.shape[0], _flat(grad).reshape(x.shape), _flat(x).reshape(x.shape), _flat(_as(bias, x)),
          _flat(out).reshape(x.shape), partial.numpy(), align=BIAS_BLOCK, cost=x.shape[1])
     return out, partial.sum(0)
 

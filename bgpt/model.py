@@ -216,8 +216,8 @@ def linear_gelu(x: torch.Tensor, fc: nn.Linear) -> torch.Tensor:
     gradient summed in the GELU's backward kernel (`kernels.bias_gelu`): the matmul runs
     without the bias (an addmm first copies the bias into its whole output, ~10 ms for the
     byte-level MLP at batch 2) and no separate column sum reads the gradient again (~13 ms).
-    The values: the matmul's output rounded to bf16 before the bias is added (in fp32), not
-    after; within bf16 rounding of `gelu(fc(x))`."""
+    The values: the matmul's output rounded to bf16 before the bias (in bf16, as autocast
+    casts it) is added in fp32, not after; within bf16 rounding of `gelu(fc(x))`."""
     if fc.bias is not None and _cpu_bf16_training(x, fc.weight):
         return _CPUBiasGELU.apply(linear(x, fc.weight), fc.bias)
     return gelu(fc(x))

@@ -144,11 +144,11 @@ def test_bias_gelu_kernels_match_aten(dtype, shape):
     torch.manual_seed(0)
     x, g, b = torch.randn(shape).to(dtype) * 2, torch.randn(shape).to(dtype), torch.randn(shape[1]) * 0.5
     y = kernels.bias_gelu(x, b)
-    ref = F.gelu(x.float() + b, approximate="tanh")
+    ref = F.gelu(x.float() + b.to(dtype).float(), approximate="tanh")  # the bias in x's dtype, as autocast casts it
     assert y.dtype == dtype
     torch.testing.assert_close(y.float(), ref.to(dtype).float(), atol=2e-6, rtol=2**-7 if dtype == torch.bfloat16 else 1e-5)  # one ulp
     dx, db = kernels.bias_gelu_backward(g, x, b)
-    leaf = (x.float() + b).requires_grad_()
+    leaf = (x.float() + b.to(dtype).float()).requires_grad_()
     F.gelu(leaf, approximate="tanh").backward(g.float())
     assert dx.dtype == dtype and db.dtype == torch.float32
     torch.testing.assert_close(dx.float(), leaf.grad.to(dtype).float(), atol=3e-5, rtol=2**-7 if dtype == torch.bfloat16 else 1e-5)
