@@ -374,7 +374,7 @@ if numba is not None:
 
     @numba.njit(cache=True, nogil=True)
     def _transpose(x, out, start, stop):  # rows [start, stop) of x (R, C) -> the same columns of out (C, R)
-        cols, block = x.shape[1], 32  # 32 x 32 tiles: each tile's rows and columns stay in cache
+        cols, block = x.shape[1], 64  # 64 x 64 tiles: each tile's rows and columns stay in cache (16: 45 ms, 32: 26, 64: 20, 128: 29 for 65536 x 768 bf16)
         for r0 in range(start, stop, block):
             r1 = min(r0 + block, stop)
             for c0 in range(0, cols, block):
@@ -532,5 +532,5 @@ def transpose(x: torch.Tensor) -> torch.Tensor:
     29 vs 4.5 ms for 16384 x 768 bf16 on the benchmark CPU)."""
     rows, cols = x.shape
     out = x.new_empty(cols, rows)
-    _run(_transpose, rows, _flat(x).reshape(rows, cols), _flat(out).reshape(cols, rows), align=32, cost=cols)
+    _run(_transpose, rows, _flat(x).reshape(rows, cols), _flat(out).reshape(cols, rows), align=64, cost=cols)
     return out
