@@ -1,5 +1,6 @@
-"""Elementwise CPU kernels for training, compiled with numba: tanh-GELU, dropout, the residual
-sum with dropout, the attention probabilities, and a transpose.
+"""Elementwise and row-wise CPU kernels for training, compiled with numba: tanh-GELU (with a
+bias), dropout, the residual sum with dropout, the attention probabilities, LayerNorm, column
+sums and a transpose.
 
 On the benchmark CPU (2 cores) these were the largest costs of a `paper` training step after
 the matmuls: ATen's bf16 tanh-GELU computes its tanh slowly (50 ms for the 53 M elements of
@@ -20,9 +21,17 @@ is one pass, split over torch's thread count, bf16 or fp32 in and out, fp32 arit
 - `attention_probs`: the explicit attention's scale, causal mask, fp32 softmax (Cephes' exp)
   and dropout in one pass, and its backward in one more, with the roundings and the mask of
   those operations one by one (tested against them).
+- `bias_gelu` / `bias_gelu_backward`: gelu(x + bias) for an MLP whose matmul runs without
+  its bias; the backward also sums the bias's gradient.
+- `layer_norm` / `layer_norm_backward`: LayerNorm of fp32 rows written in bf16 (what the
+  Linear after it casts to), its backward taking the bf16 gradient.
+- `column_sums`: a Linear's bias gradient, summed in fp32.
 - `transpose`: a tiled copy of a matrix's transpose, for the weight gradients of
   `bgpt.model.weight_gradient` (oneDNN multiplies operands laid out transposed in memory
   about twice as fast as a transposed view).
+
+Row-wise kernels that sum over rows (bias and LayerNorm gradients) sum blocks of BIAS_BLOCK
+rows, then the blocks: the same result whichever thread took which rows.
 
 `available()` is False without numba (the `fast` extra); bgpt.model then uses ATen and
 `dropout_coins` for the masks. Under torch.compile it uses ATen too (inductor fuses its own).
