@@ -126,7 +126,7 @@ def residual_dropout(x: torch.Tensor, y: torch.Tensor, p: float) -> torch.Tensor
     return x + dropout(y, p, True)
 
 
-# ----------------------------------------------------------------------------- linear
+# ----------------------------------------------------------------------------- CPU bf16 training: Linear, bias-GELU, LayerNorm
 
 TRANSPOSE_ROWS = 8192
 """A Linear's weight gradient dy^T @ x over at least this many rows, with one operand at least
@@ -175,16 +175,16 @@ class _CPULinear(torch.autograd.Function):
 
 def _cpu_bf16_training(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether x goes through a weight in CPU bf16 autocast training (gradients on, kernels
-    present, not under torch.compile, which fuses its own): where `_CPULinear` and
-    `_CPUBiasGELU` replace the ATen operations."""
+    present, not under torch.compile, which fuses its own): where `_CPULinear`, `_CPUBiasGELU`
+    and `_CPULayerNorm` replace the ATen operations."""
     return (x.device.type == "cpu" and torch.is_grad_enabled() and weight.requires_grad
             and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
             and kernels.available() and not torch.compiler.is_compiling())
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear`; when training under CPU bf16 autocast, `_CPULinear` (same values, its weight
-    gradient up to 2x faster); elsewhere `F.linear` itself."""
+    """`F.linear`; when training under CPU bf16 autocast, `_CPULinear` (the same output and input
+    gradient, its weight gradient up to 2x faster); elsewhere `F.linear` itself."""
     if _cpu_bf16_training(x, weight):
         return _CPULinear.apply(x, weight, bias, torch.bfloat16)
     return F.linear(x, weight, bias)
