@@ -63,6 +63,9 @@ MIX1 = 0xBF58476D1CE4E5B9
 MIX2 = 0x94D049BB133111EB
 PARALLEL_MIN = 1 << 16
 """Tensors with fewer elements run on the calling thread."""
+COIN_BLOCK = 2048
+"""Dropout draws the coins of this many elements at a time (a multiple of 4): one hash per four
+elements, in a loop LLVM vectorises, then the elements."""
 BIAS_BLOCK = 256
 """`bias_gelu_backward` sums the bias gradient over blocks of this many rows, then the blocks:
 the same sum whichever thread took which rows."""
@@ -286,8 +289,6 @@ if numba is not None:
         z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
         return z ^ (z >> np.uint64(31))
-
-    COIN_BLOCK = 2048  # elements whose coins are drawn at a time (a multiple of 4)
 
     @_inline
     def _coins(seed, first, hashes):  # the coins of elements first.. (first: a multiple of 4), as uint16
