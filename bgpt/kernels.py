@@ -438,16 +438,27 @@ def gelu_backward(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _block_sums(kernel, x: torch.Tensor, *args, sums: int = 1) -> torch.Tensor:
+    """Run a kernel that adds the column sums of each block of BIAS_BLOCK rows of x to its last
+    argument, `sums` of them (sums, blocks, columns); return the blocks' total, (sums, columns)
+    (or (columns,) for one)."""
+    blocks = -(-x.shape[0] // BIAS_BLOCK)
+    partial = torch.zeros(sums, blocks, x.shape[1]) if sums > 1 else torch.zeros(blocks, x.shape[1])
+    _run(kernel, x.shape[0], *args, partial.numpy(), align=BIAS_BLOCK, cost=x.shape[1])
+    return partial.sum(-2)
+
+
+def _bias_like(bias: torch.Tensor, x: torch.Tensor) -> np.ndarray:
+    """The bias in x's dtype (as autocast casts a Linear's bias), flat."""
+    return _flat(bias.detach().to(x.dtype).contiguous())
+
+
 def bias_gelu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """gelu(x + bias) of a 2-D x (bf16 or fp32; out in its dtype), computed in fp32, with the bias
-    rounded to x's dtype (as autocast casts a Linear's bias)."""
+    rounded to x's dtype."""
     out = torch.empty_like(x)
-    _run(_bias_gelu, x.shape[0], _flat(x).reshape(x.shape), _flat(_as(bias, x)), _flat(out).reshape(x.shape), cost=x.shape[1])
+    _run(_bias_gelu, x.shape[0], _flat(x).reshape(x.shape), _bias_like(bias, x), _flat(out).reshape(x.shape), cost=x.shape[1])
     return out
-
-
-def _as(bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return bias.detach().to(x.dtype).contiguous()
 
 
 def bias_gelu_backward(grad: torch.Tensor, x: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -455,10 +466,9 @@ def bias_gelu_backward(grad: torch.Tensor, x: torch.Tensor, bias: torch.Tensor) 
     of x's gradient as rounded, summed in fp32)."""
     grad = grad.contiguous().to(x.dtype)
     out = torch.empty_like(x)
-    partial = torch.zeros(-(-x.shape[0] // BIAS_BLOCK), x.shape[1])
-    _run(_bias_gelu_backward, x.shape[0], _flat(grad).reshape(x.shape), _flat(x).reshape(x.shape), _flat(_as(bias, x)),
-         _flat(out).reshape(x.shape), partial.numpy(), align=BIAS_BLOCK, cost=x.shape[1])
-    return out, partial.sum(0)
+    dbias = _block_sums(_bias_gelu_backward, x, _flat(grad).reshape(x.shape), _flat(x).reshape(x.shape), _bias_like(bias, x),
+                        _flat(out).reshape(x.shape))
+    return out, dbias
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
@@ -478,10 +488,8 @@ def layer_norm_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tenso
     and bias's (fp32, summed over blocks of rows, then the blocks)."""
     grad = grad.contiguous()
     dx = torch.empty_like(x)
-    partial = torch.zeros(2, -(-x.shape[0] // BIAS_BLOCK), x.shape[1])
-    _run(_layer_norm_backward, x.shape[0], _flat(grad).reshape(x.shape), x.numpy(), weight.detach().contiguous().numpy(),
-         mean.numpy(), rstd.numpy(), dx.numpy(), partial.numpy(), align=BIAS_BLOCK, cost=x.shape[1])
-    dweight, dbias = partial.sum(1)
+    dweight, dbias = _block_sums(_layer_norm_backward, x, _flat(grad).reshape(x.shape), x.numpy(), weight.detach().contiguous().numpy(),
+                                 mean.numpy(), rstd.numpy(), dx.numpy(), sums=2)
     return dx, dweight, dbias
 
 
@@ -489,9 +497,7 @@ def column_sums(x: torch.Tensor) -> torch.Tensor:
     """x.sum(0) of a 2-D bf16 or fp32 x, summed in fp32 over blocks of rows, then the blocks: a
     Linear's bias gradient. ATen's bf16 column sum of a wide matrix ran at a third of this
     (13-15 ms for 16384 x 3072 on the benchmark CPU)."""
-    partial = torch.zeros(-(-x.shape[0] // BIAS_BLOCK), x.shape[1])
-    _run(_column_sums, x.shape[0], _flat(x).reshape(x.shape), partial.numpy(), align=BIAS_BLOCK, cost=x.shape[1])
-    return partial.sum(0)
+    return _block_sums(_column_sums, x, _flat(x).reshape(x.shape))
 
 
 def dropout(x: torch.Tensor, seed: int, p: float, dtype: torch.dtype | None = None) -> torch.Tensor:
