@@ -221,6 +221,8 @@ def from_reference_state_dict(state: dict[str, torch.Tensor], source: str = "che
 def to_reference_state_dict(model: BGPT | BGPTClassifier) -> dict[str, torch.Tensor]:
     """Our weights under the reference's names and layout (for export and parity tests)."""
     config = model.config
+    if config.byte_context:
+        raise CheckpointError("a model with byte_context has no reference (.pth) form: the paper's model reads no byte context")
     ours = model.state_dict()
     out = {ref: (ours[k].t().contiguous() if tr else ours[k].clone()) for ref, (k, tr) in reference_name_map(config).items()}
     out[_REF_PATCH + "base.wte.weight"] = torch.zeros(1, config.hidden_size)

@@ -302,7 +302,8 @@ def _run(
         feature = pdec.transformer(pdec.embed(context), pcache)[:, -1]  # (1, H)
         stop = min(start + lmax, num_patches)
         for p in range(first, stop):
-            bcache = bdec.transformer.new_cache(1, s, dev, torch.float32)
+            bcache = bdec.transformer.new_cache(1, bdec.context + s, dev, torch.float32)
+            bdec.prime(bcache, torch.from_numpy(stream[(p - 1) * s : p * s]).to(dev)[None])
             x = feature
             for j in range(s):
                 i = p * s + j

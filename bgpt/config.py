@@ -33,6 +33,11 @@ class BGPTConfig:
     """Attention heads; 0 means hidden_size // 64 (the reference's choice)."""
     dropout: float = 0.1
     """Dropout on embeddings, attention and residual paths (GPT-2 default)."""
+    byte_context: bool = False
+    """Beyond the paper: the byte-level decoder also reads the bytes of the patch whose
+    feature it starts from (the previous patch), as S more input positions before the
+    feature, so it can copy from them directly instead of through one vector. Off (the
+    paper's model) for the reference checkpoints."""
     num_classes: int = 0
     """0: a generative model; K > 0: a classifier over K labels (no byte-level decoder)."""
     labels: list[str] = field(default_factory=list)
@@ -58,6 +63,8 @@ class BGPTConfig:
             raise BGPTError(
                 f"config: hidden_size {self.hidden_size} is not divisible by heads {self.heads}"
             )
+        if not isinstance(self.byte_context, bool):
+            raise BGPTError(f"config: byte_context must be true or false, got {self.byte_context!r}")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise BGPTError(f"config: dropout must be in [0, 1), got {self.dropout!r}")
         if self.num_classes < 0:

@@ -383,7 +383,7 @@ class Generation:
                             feats = m.patch_decoder(patches)[:, -1]  # (g, H), whole prefix
                         targets = torch.full((g, s), PAD, dtype=torch.long, device=self.device)
                         targets[:, :t] = prefix
-                        logits = m.byte_decoder(feats, targets)[:, t]  # whole patch prefix
+                        logits = m.byte_decoder(feats, targets, patches[:, -1])[:, t]  # whole patch prefix
                     symbols = self._choose(samples, logits)
                 keep = [
                     r
@@ -532,11 +532,12 @@ class _CachedRun:
         # (B, H): feature of each row's last complete patch, which predicts the next one
         last = torch.tensor(whole, device=dev) - 1
         self.feats = h[torch.arange(b, device=dev), last].to(self.emb_dtype)
-        self.bcache = bdec.transformer.new_cache(b, s, dev, cache_dtype)
+        self.bcache = bdec.transformer.new_cache(b, bdec.context + s, dev, cache_dtype)
         transpose = dev.type == "cpu" and m.config.hidden_size <= 512
         self.byte_step = _OneStep(bdec.transformer, cache_dtype, transpose, head=bdec.wte.weight)
-        # positions 1.. of a patch: residual stream and first q, k, v per (position, symbol)
-        self.table_h, self.table_qkv = self.byte_step.token_table(self.wte, 1)
+        # the patch's byte positions (after the context and the feature): residual stream and
+        # first q, k, v per (position, symbol)
+        self.table_h, self.table_qkv = self.byte_step.token_table(self.wte, bdec.context + 1)
         if gen.fused and b == 1 and transpose and cache_dtype == torch.float32 == self.emb_dtype:
             # one sequence on CPU in fp32: each step in one compiled kernel (bgpt.fused)
             self.byte_step = FusedStep(bdec.transformer, head=bdec.wte.weight)
@@ -549,6 +550,8 @@ class _CachedRun:
         # bytes of a partial prompt patch, fed to the byte decoder one step at a time
         self.forced = [deque(p[w * s :].tolist()) for p, w in zip(gen.prompts, whole, strict=True)]
         self.patch: list[list[int]] = [[] for _ in range(b)]  # the current patch's symbols
+        # each row's last complete patch (the byte-level decoder's context, if it reads one)
+        self.last_patch = patches[torch.arange(b, device=dev), last]  # (B, S)
         self.prev = [0] * b  # each row's last symbol
 
     def step(self) -> list[tuple[int, int]]:
@@ -559,8 +562,9 @@ class _CachedRun:
         # embedding of the row's last symbol.
         starting = [q == 0 for q in pos]
         looked_up = None
+        bdec = self.m.byte_decoder
         if all(starting):
-            self.bcache.lens = [0] * b
+            bdec.prime(self.bcache, self.last_patch)
             x = self.feats
         elif not any(starting):  # every row inside its patch: the first block from the tables
             x = None
@@ -576,9 +580,8 @@ class _CachedRun:
                 )
         else:  # some rows start a patch (prompts of different lengths): features there
             x = torch.index_select(self.wte, 0, torch.tensor(self.prev, device=dev))
-            for r in range(b):
-                if starting[r]:
-                    self.bcache.lens[r] = 0
+            rows = torch.tensor([r for r in range(b) if starting[r]], device=dev)
+            bdec.prime(self.bcache, self.last_patch[rows], rows)
             x = torch.where(torch.tensor(starting, device=dev)[:, None], self.feats, x)
         logits = self.byte_step(x, self.bcache, looked_up=looked_up)  # (b, 257)
 
@@ -624,6 +627,7 @@ class _CachedRun:
             self.pcache.keep(keep)
             self.bcache.keep(keep)
             self.feats, self.prev = self.feats[keep], [self.prev[r] for r in alive]
+            self.last_patch = self.last_patch[keep]
 
     def _next_patch(self, completed: list[int]) -> None:
         """Patch decoder over the rows that completed a patch, that patch only: new features."""
@@ -633,9 +637,9 @@ class _CachedRun:
         rows = None if every else torch.tensor(completed, device=self.dev)
         out = self.patch_step(pdec.embed(new)[:, 0], self.pcache, rows).to(self.emb_dtype)
         if every:
-            self.feats = out
+            self.feats, self.last_patch = out, new[:, 0]
         else:
-            self.feats[rows] = out
+            self.feats[rows], self.last_patch[rows] = out, new[:, 0]
         for r in completed:
             self.pos[r] = 0
             self.patch[r] = []

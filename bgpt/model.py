@@ -522,19 +522,43 @@ class PatchDecoder(nn.Module):
 
 
 class ByteDecoder(nn.Module):
+    """GPT-2 over one patch: [feature, emb(b1) .. emb(b_{S-1})] -> logits of b1 .. b_S.
+
+    With `config.byte_context`, the S symbols of the previous patch (the one whose feature
+    starts the sequence) come first, at positions of their own:
+    [emb(c1) .. emb(c_S), feature, emb(b1) .. emb(b_{S-1})], and only the last S positions
+    are read out."""
+
     def __init__(self, config: BGPTConfig):
         super().__init__()
         c = config
         self.patch_size = c.patch_size
+        self.context = c.patch_size if c.byte_context else 0  # input positions before the feature
         self.wte = nn.Embedding(VOCAB_SIZE, c.hidden_size)
-        # The reference allots S+1 positions; S are used.
-        self.transformer = Transformer(c.hidden_size, c.heads, c.byte_layers, c.patch_size + 1, c.dropout)
+        # The reference allots S+1 positions; S are used (plus the context's S).
+        positions = self.context + c.patch_size + 1
+        self.transformer = Transformer(c.hidden_size, c.heads, c.byte_layers, positions, c.dropout)
 
-    def forward(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """features (N, H) and target patches (N, S) -> logits (N, S, 257), teacher forced:
-        input [feature, emb(b1) .. emb(b_{S-1})], position t predicts byte t+1."""
+    def forward(self, features: torch.Tensor, targets: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """features (N, H), target patches (N, S) and, with byte context, the previous patches
+        (N, S) -> logits (N, S, 257), teacher forced: position t predicts byte t+1."""
         x = torch.cat([features.unsqueeze(1).to(self.wte.weight.dtype), self.wte(targets[:, :-1])], dim=1)
-        return self.logits(self.transformer(x))
+        if self.context:
+            x = torch.cat([self.wte(self._check(context)), x], dim=1)  # (N, 2S, H)
+        return self.logits(self.transformer(x)[:, self.context :])
+
+    def prime(self, cache: KVCache, context: torch.Tensor | None, rows: torch.Tensor | None = None) -> None:
+        """Start a patch in a byte-level cache: its rows (all, or `rows`) emptied and, with byte
+        context, the previous patches (b, S) written in; the feature is the next position."""
+        for r in range(len(cache.lens)) if rows is None else rows.tolist():
+            cache.lens[r] = 0
+        if self.context:
+            self.transformer(self.wte(self._check(context)), cache, rows)
+
+    def _check(self, context: torch.Tensor | None) -> torch.Tensor:
+        if context is None:
+            raise ValueError("this byte-level decoder reads the previous patch (byte_context): pass it")
+        return context
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return linear(h, self.wte.weight)  # head tied to the token embedding
@@ -560,14 +584,17 @@ def _init_weights(model: nn.Module, num_layers: dict[nn.Module, int]) -> None:
                 nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * layers))
 
 
-def predicted_pairs(features: torch.Tensor, patches: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Select (feature of patch i, patch i+1) for every real patch i+1 >= 1.
+def predicted_pairs(
+    features: torch.Tensor, patches: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Select (feature of patch i, patch i+1, patch i) for every real patch i+1 >= 1.
 
     features (B, P, H), patches (B, P, S), mask (B, P) -> features (N, H), targets (N, S),
-    and `where` (B, P-1) bool, the positions selected (row-major order).
+    the patches before them (N, S), and `where` (B, P-1) bool, the positions selected
+    (row-major order).
     """
     where = mask[:, 1:]
-    return features[:, :-1][where], patches[:, 1:][where], where
+    return features[:, :-1][where], patches[:, 1:][where], patches[:, :-1][where], where
 
 
 @dataclass
@@ -600,9 +627,10 @@ class BGPT(nn.Module):
         self.patch_decoder.transformer.gradient_checkpointing = on
         self.gradient_checkpointing = on
 
-    def _byte_nll(self, feats: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """features (N, H), target patches (N, S) -> cross-entropy (N, S), float32."""
-        logits = self.byte_decoder(feats, targets)  # (N, S, 257)
+    def _byte_nll(self, feats: torch.Tensor, targets: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """features (N, H), target patches (N, S), previous patches (N, S) -> cross-entropy
+        (N, S), float32."""
+        logits = self.byte_decoder(feats, targets, context)  # (N, S, 257)
         nll = F.cross_entropy(logits.reshape(-1, VOCAB_SIZE).float(), targets.reshape(-1), reduction="none")
         return nll.view(targets.shape)
 
@@ -612,23 +640,25 @@ class BGPT(nn.Module):
         `sample_patches` > 0 trains the byte-level decoder on that many randomly chosen
         predicted patches of the batch (the reference's patch sampling)."""
         features = self.patch_decoder(patches)
-        feats, targets, where = predicted_pairs(features, patches, mask)
+        feats, targets, context, where = predicted_pairs(features, patches, mask)
         rows = where.flatten().nonzero().squeeze(1)
         if 0 < sample_patches < len(targets):
             pick = torch.randperm(len(targets), device=targets.device, generator=generator)[:sample_patches]
-            feats, targets, rows = feats[pick], targets[pick], rows[pick]
+            feats, targets, context, rows = feats[pick], targets[pick], context[pick], rows[pick]
         n = len(targets)
         pad = (-n) % ROW_BUCKET if self.training else 0
         if pad:  # round the rows up: few distinct shapes keep CPU kernel caches (and RSS) bounded
             feats = torch.cat([feats, feats.new_zeros(pad, feats.shape[1])])
             targets = torch.cat([targets, targets.new_full((pad, targets.shape[1]), PAD)])
+            context = torch.cat([context, context.new_full((pad, context.shape[1]), PAD)])
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             nll = torch.cat([
-                checkpoint(self._byte_nll, feats[i : i + BYTE_CHUNK], targets[i : i + BYTE_CHUNK], use_reentrant=False)
+                checkpoint(self._byte_nll, feats[i : i + BYTE_CHUNK], targets[i : i + BYTE_CHUNK],
+                           context[i : i + BYTE_CHUNK], use_reentrant=False)
                 for i in range(0, len(targets), BYTE_CHUNK)
             ])
         else:
-            nll = self._byte_nll(feats, targets)
+            nll = self._byte_nll(feats, targets, context)
         nll = nll[:n]
         return ModelOutput(nll.mean(), nll, rows)
 
@@ -636,11 +666,11 @@ class BGPT(nn.Module):
         """log p(symbol) of every predicted symbol: (B, P-1, S) float32, zero where the
         target patch is padding (mask 0). Entry [b, i, j] is byte j of patch i+1."""
         features = self.patch_decoder(patches)
-        feats, targets, where = predicted_pairs(features, patches, mask)
+        feats, targets, context, where = predicted_pairs(features, patches, mask)
         out = torch.zeros(where.shape + (self.config.patch_size,), dtype=torch.float32, device=patches.device)
         picked = []
         for i in range(0, len(targets), chunk):  # bound the (N, S, 257) logits in memory
-            logits = self.byte_decoder(feats[i : i + chunk], targets[i : i + chunk]).float()
+            logits = self.byte_decoder(feats[i : i + chunk], targets[i : i + chunk], context[i : i + chunk]).float()
             picked.append(logits.log_softmax(-1).gather(-1, targets[i : i + chunk, :, None]).squeeze(-1))
         if picked:
             out[where] = torch.cat(picked)
@@ -672,7 +702,7 @@ class BGPT(nn.Module):
         b, t = prefix.shape
         dummy = torch.full((b, self.config.patch_size), PAD, dtype=torch.long, device=patches.device)
         dummy[:, :t] = prefix
-        return self.byte_decoder(features, dummy)[:, t]  # (B, 257)
+        return self.byte_decoder(features, dummy, patches[:, -1])[:, t]  # (B, 257)
 
 
 class BGPTClassifier(nn.Module):

@@ -42,7 +42,9 @@ from bgpt.model import BGPT, BGPTClassifier, build_model
 from bgpt.stream import ROLE_NONE, collate
 
 LN2 = math.log(2)
-MODEL_FIELDS = ("patch_size", "max_patches", "hidden_size", "patch_layers", "byte_layers", "heads", "dropout")
+MODEL_FIELDS = (
+    "patch_size", "max_patches", "hidden_size", "patch_layers", "byte_layers", "heads", "dropout", "byte_context",
+)
 
 
 @dataclass

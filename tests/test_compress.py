@@ -37,8 +37,9 @@ S, L = 4, 8
 CONTEXT = S * L  # bytes of context, header and end patch included
 
 
-def tiny(seed: int = 0, std: float = 0.3) -> BGPT:
-    config = BGPTConfig(patch_size=S, max_patches=L, hidden_size=32, heads=2, patch_layers=1, byte_layers=1)
+def tiny(seed: int = 0, std: float = 0.3, byte_context: bool = False) -> BGPT:
+    config = BGPTConfig(patch_size=S, max_patches=L, hidden_size=32, heads=2, patch_layers=1, byte_layers=1,
+                        byte_context=byte_context)
     return random_bgpt(config, seed, std, matrices_only=True)
 
 
@@ -142,10 +143,11 @@ def test_roundtrip_random_bytes():
     roundtrip(model, np.random.default_rng(1).permutation(values).tobytes()[:211])
 
 
+@pytest.mark.parametrize("byte_context", [False, True], ids=["paper", "ctx"])
 @pytest.mark.parametrize("n", [3 * CONTEXT, 3 * CONTEXT + 1, 5 * CONTEXT - 2])
-def test_roundtrip_multi_window(n):
+def test_roundtrip_multi_window(n, byte_context):
     """Longer than the context: coded window by window (stream.eval_windows)."""
-    model = tiny(seed=1)
+    model = tiny(seed=1, byte_context=byte_context)
     data = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8).tobytes()
     assert len(eval_windows(2 + -(-n // S), L)) >= 3
     roundtrip(model, data)
@@ -175,9 +177,10 @@ def test_model_left_as_it_was():
     assert model.training
 
 
-def test_incremental_probabilities_match_teacher_forced():
+@pytest.mark.parametrize("byte_context", [False, True], ids=["paper", "ctx"])
+def test_incremental_probabilities_match_teacher_forced(byte_context):
     """The coder's distributions (incremental, cached) against one teacher-forced forward."""
-    model = tiny()
+    model = tiny(byte_context=byte_context)
     data = TEXT[: CONTEXT - 2 * S - 3]  # one window
     st = encode(data, "txt", S)
     b = collate([st])

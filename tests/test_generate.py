@@ -31,18 +31,23 @@ from bgpt.stream import PAD, conversion_prompt
 from .conftest import random_bgpt
 
 S = 4
-SHAPES = [  # (hidden, heads, patch layers, byte layers, max patches)
-    (32, 1, 1, 1, 12),
-    (64, 2, 2, 2, 16),
-    (48, 3, 2, 1, 9),
+SHAPES = [  # (hidden, heads, patch layers, byte layers, max patches, byte context)
+    (32, 1, 1, 1, 12, False),
+    (64, 2, 2, 2, 16, False),
+    (48, 3, 2, 1, 9, False),
+    (32, 2, 1, 2, 11, True),
 ]
+
+
+def shape_id(s) -> str:
+    return f"h{s[0]}-l{s[2]}{s[3]}-L{s[4]}" + ("-ctx" if s[5] else "")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(
-    hidden=64, heads=2, patch_layers=2, byte_layers=2, max_patches=16, seed=0, std=0.3
+    hidden=64, heads=2, patch_layers=2, byte_layers=2, max_patches=16, byte_context=False, seed=0, std=0.3
 ) -> BGPT:
     config = BGPTConfig(
         patch_size=S,
@@ -51,6 +56,7 @@ def make_model(
         heads=heads,
         patch_layers=patch_layers,
         byte_layers=byte_layers,
+        byte_context=byte_context,
     )
     return random_bgpt(config, seed, std)
 
@@ -85,12 +91,12 @@ def run_with_logits(model, prompts, **kw):
 # ----------------------------------------------------------------------------- cached == plain
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"h{s[0]}-l{s[2]}{s[3]}-L{s[4]}")
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 def test_cached_equals_plain_loops_for_every_prompt_length(shape):
     """Greedy bytes identical, distributions within 1e-4; prompts 0..2S+1 bytes (every residue
     mod S), all in one ragged batch for the cached engine, one batch per length for the loops."""
-    hidden, heads, pl, bl, mp = shape
-    model = make_model(hidden, heads, pl, bl, mp)
+    model = make_model(*shape)
+    mp = shape[4]
     prompts = [generation_prompt(prompt_bytes(n, seed=n), "txt", S) for n in range(2 * S + 2)]
     # min_bytes: no early end, so that outputs run to the context limit (the logits hook sees
     # the raw logits, PAD included)
@@ -119,7 +125,7 @@ def test_cached_equals_plain_loops_for_every_prompt_length(shape):
         assert len(o.data) == mp * S - len(p)
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"h{s[0]}-l{s[2]}{s[3]}-L{s[4]}")
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 def test_fused_kernel_equals_torch_step(shape):
     """One sample on CPU in fp32 runs each cached step as one numba kernel (bgpt.fused): the
     same bytes as the PyTorch step, distributions within 1e-5, for prompts of every length
@@ -127,8 +133,7 @@ def test_fused_kernel_equals_torch_step(shape):
     pytest.importorskip("numba")
     from bgpt.fused import FusedStep
 
-    hidden, heads, pl, bl, mp = shape
-    model = make_model(hidden, heads, pl, bl, mp, seed=hidden)
+    model = make_model(*shape, seed=shape[0])
     for n in range(S + 1):
         prompt = [generation_prompt(prompt_bytes(n, seed=n), "txt", S)]
         runs = []
@@ -165,9 +170,10 @@ def test_cached_equals_plain_with_early_ends_and_sampling():
     assert STOP_END in stops
 
 
-def test_cached_matches_teacher_forcing():
+@pytest.mark.parametrize("byte_context", [False, True], ids=["paper", "ctx"])
+def test_cached_matches_teacher_forcing(byte_context):
     """The distributions the engine draws from are the model's own on the finished stream."""
-    model = make_model(seed=5)
+    model = make_model(byte_context=byte_context, seed=5)
     prompt = prompt_bytes(6)
     outs, (lp,) = run_with_logits(
         model, [generation_prompt(prompt, "abc", S)], sampling=Sampling(top_k=1), max_bytes=30
@@ -189,8 +195,9 @@ def test_cached_matches_teacher_forcing():
 # ----------------------------------------------------------------------------- batching
 
 
-def test_batch_equals_each_sample_alone():
-    model = make_model(seed=7)
+@pytest.mark.parametrize("byte_context", [False, True], ids=["paper", "ctx"])
+def test_batch_equals_each_sample_alone(byte_context):
+    model = make_model(byte_context=byte_context, seed=7)
     raw = [prompt_bytes(n, seed=n) for n in (9, 0, 6, 1, 3, 2, 13)]  # every residue, ragged
     for kw in (dict(top_k=1), dict(seed=123), dict(seed=5, top_k=30, top_p=0.8, temperature=1.3)):
         together = generate_many(model, raw, "txt", **kw)

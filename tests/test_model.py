@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from bgpt.checkpoint import from_reference_state_dict, to_reference_state_dict
+from bgpt.checkpoint import CheckpointError, from_reference_state_dict, to_reference_state_dict
 from bgpt.config import PRESETS, BGPTConfig, resolve_config
 from bgpt.errors import BGPTError
 from bgpt.model import BGPT, BGPTClassifier
@@ -103,7 +103,9 @@ def test_reference_export_round_trip(tiny_config):
         assert torch.equal(model(batch.patches, batch.mask).loss, again(batch.patches, batch.mask).loss)
 
 
-def test_causality_across_patch_boundary(tiny_config):
+@pytest.mark.parametrize("byte_context", [False, True], ids=["paper", "ctx"])
+def test_causality_across_patch_boundary(tiny_config, byte_context):
+    tiny_config = tiny_config.replace(byte_context=byte_context)
     model = BGPT(tiny_config).eval()
     s = tiny_config.patch_size
     data = torch.randint(0, 256, (30,)).numpy().astype("uint8")
@@ -252,3 +254,27 @@ def test_bf16_autocast_close_to_fp32(tiny_config):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             fast = model(batch.patches, batch.mask).loss
     assert abs(exact - fast) < 0.02
+
+
+def test_byte_context_reads_the_previous_patch(tiny_config):
+    """With byte_context the byte-level decoder sees the previous patch's bytes themselves: with
+    the patch feature held fixed, changing them changes the next patch's predictions; without
+    it (the paper's model) they reach the byte level only through the feature."""
+    s = tiny_config.patch_size
+    feats = torch.randn(1, tiny_config.hidden_size)
+    target = torch.randint(0, 256, (1, s))
+    prev = torch.randint(0, 256, (1, s))
+    other = prev.clone()
+    other[0, 1] = (other[0, 1] + 1) % 256
+    for on in (False, True):
+        torch.manual_seed(0)
+        model = BGPT(tiny_config.replace(byte_context=on)).eval()
+        with torch.no_grad():
+            a = model.byte_decoder(feats, target, prev)
+            b = model.byte_decoder(feats, target, other)
+        assert torch.equal(a, b) != on
+    assert model.byte_decoder.transformer.wpe.weight.shape[0] == 2 * s + 1
+    with pytest.raises(ValueError, match="byte_context"):
+        model.byte_decoder(feats, target)
+    with pytest.raises(CheckpointError, match="byte_context"):
+        to_reference_state_dict(model)

@@ -274,6 +274,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         for key, label in (("model", "model"), *BASELINE_NAMES.items()):
             v = r[key]
             print(f"  {label:<34}{v['byte_accuracy']:9.4f}{v['state_accuracy']:11.4f}{v['exact_rate']:7.3f}")
+    for proto in ("free_run", "one_step"):
+        if proto in report:
+            by_byte = report[proto]["model"]["by_byte"]
+            print(f"\n{proto.replace('_', '-')} byte accuracy by state byte (model):")
+            print("  " + "  ".join(f"{k} {v:.3f}" for k, v in by_byte.items()))
     effects = report.get("by_effect", report["one_step"]["by_effect"])
     print("\nbyte accuracy by the instruction a state shows the effect of:")
     print("  " + "  ".join(f"{k} {v:.3f}" for k, v in effects.items()))

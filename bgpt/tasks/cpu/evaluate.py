@@ -24,11 +24,22 @@ import torch
 from bgpt.device import autocast
 from bgpt.model import BGPT
 from bgpt.stream import collate, encode
-from bgpt.tasks.cpu.isa import IR_SLICE, MAX_PC, MEMORY_SIZE, OPS, PC_INDEX, STATE_SIZE, WORD_SIZE
+from bgpt.tasks.cpu.isa import (
+    IR_SLICE,
+    MAX_PC,
+    MEMORY_SIZE,
+    OPS,
+    PC_INDEX,
+    REGISTER_NAMES,
+    STATE_SIZE,
+    WORD_SIZE,
+)
 from bgpt.tasks.cpu.simulator import split_instance
 
 BASELINES = ("repeat", "pc_ir")
 BASELINE_NAMES = {"repeat": "repeat the previous state", "pc_ir": "previous state, PC+1, fetched IR"}
+STATE_BYTE_NAMES = ("PC", "ACC", "IR.op", "IR.a1", "IR.a2", "IR.a3", *REGISTER_NAMES)
+"""The 16 bytes of a state, in order: which skill each byte's accuracy measures."""
 
 
 def baseline_next(prev: np.ndarray, memory: np.ndarray, kind: str) -> np.ndarray:
@@ -91,11 +102,11 @@ def one_step_predictions(model: BGPT, instances: list[Instance], batch_size: int
         for b, inst in enumerate(chunk):
             n = len(inst.states) - 1
             rows = torch.arange(first_state_patch, first_state_patch + n, device=device)  # patch of state j-1 predicts state j
-            f = feats[b, rows]
+            f, context = feats[b, rows], batch.patches[b, rows]
             pred = torch.full((n, s), 256, dtype=torch.long, device=device)
             for t in range(s):  # greedy, byte by byte, every state at once
                 with autocast(device, dtype):
-                    logits = model.byte_decoder(f, pred)[:, t]
+                    logits = model.byte_decoder(f, pred, context)[:, t]
                 pred[:, t] = logits.float().argmax(-1)
             out.append(pred.cpu().numpy())
     return out
@@ -120,6 +131,7 @@ class Tally:
         self.bytes = self.correct = self.states = self.states_ok = self.traces = self.exact = 0
         self.by_effect: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         self.by_length: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+        self.by_byte = np.zeros(STATE_SIZE, dtype=np.int64)  # correct bytes per state position
 
     def add(self, inst: Instance, pred: np.ndarray) -> None:
         """pred: (m, 16) predicted states 1.. (m may be shorter or longer than the truth)."""
@@ -135,6 +147,7 @@ class Tally:
         self.states_ok += int(ok.all(1).sum())
         self.traces += 1
         self.exact += int(ok.all() and len(pred) == n)
+        self.by_byte += ok.sum(0)
         for effect, row in zip(inst.effects(), ok, strict=False):
             e = self.by_effect[effect]
             e[0] += int(row.sum())
@@ -151,6 +164,7 @@ class Tally:
             "bytes": self.bytes,
             "states": self.states,
             "files": self.traces,
+            "by_byte": {k: int(c) / max(1, self.states) for k, c in zip(STATE_BYTE_NAMES, self.by_byte, strict=True)},
         }
 
 
