@@ -92,6 +92,10 @@ class TrainConfig:
     """Clip the gradient norm to this (0: off)."""
     sample_patches: int = 0
     """Train the byte-level decoder on this many random patches per micro-batch (0: all)."""
+    loss_from_patch: int = 0
+    """Train on the predictions of patches from this index of each sequence on; the ones before
+    are read as context only (0: every patch after the header, as the paper). CPU states: 65,
+    the header and the 64 patches of the program in memory."""
     seed: int = 0
     """Seed of initialisation, data order, crops and dropout."""
     save_every: int = 200
@@ -123,7 +127,7 @@ class TrainConfig:
             "batch_size": self.batch_size >= 1, "grad_accum": self.grad_accum >= 1, "steps": self.steps >= 0,
             "epochs": self.epochs >= 0, "minutes": self.minutes >= 0, "lr": 0 < self.lr < 1, "warmup": 0 <= self.warmup < 1,
             "min_lr_ratio": 0 <= self.min_lr_ratio <= 1, "weight_decay": self.weight_decay >= 0,
-            "grad_clip": self.grad_clip >= 0, "sample_patches": self.sample_patches >= 0,
+            "grad_clip": self.grad_clip >= 0, "sample_patches": self.sample_patches >= 0, "loss_from_patch": self.loss_from_patch >= 0,
             "save_every": self.save_every >= 1, "log_every": self.log_every >= 1,
             "eval_max_files": self.eval_max_files >= 1, "eval_fraction": 0 < self.eval_fraction < 1,
         }
@@ -166,17 +170,27 @@ def items_for_step(step: int, global_batch: int, num_items: int, seed: int) -> l
 class GenerativeTask:
     """Next-byte prediction; the loss of a step is the mean over all its predicted symbols."""
 
-    def __init__(self, sample_patches: int):
+    def __init__(self, sample_patches: int, loss_from_patch: int = 0):
         self.sample_patches = sample_patches
+        self.loss_from_patch = loss_from_patch
+
+    def _targets(self, batch) -> torch.Tensor:
+        """(B, P) the patches whose predictions are trained on (the model predicts where
+        mask[:, 1:] is set): the real patches, less those before loss_from_patch."""
+        if self.loss_from_patch <= 1:
+            return batch.mask
+        mask = batch.mask.clone()
+        mask[:, : self.loss_from_patch] = False
+        return mask
 
     def units(self, batch) -> int:
-        n = int(batch.mask[:, 1:].sum())
+        n = int(self._targets(batch)[:, 1:].sum())
         if 0 < self.sample_patches < n:
             n = self.sample_patches
         return n * batch.patches.shape[-1]
 
     def loss_sum(self, model, batch, labels):
-        out = model(batch.patches, batch.mask, sample_patches=self.sample_patches)
+        out = model(batch.patches, self._targets(batch), sample_patches=self.sample_patches)
         roles = batch.roles[:, 1:].reshape(-1, batch.patches.shape[-1])[out.rows]  # (N, S)
         scored = roles != ROLE_NONE
         data = scored & (batch.patches[:, 1:].reshape(-1, batch.patches.shape[-1])[out.rows] != 256)
@@ -401,7 +415,7 @@ def run_training(cfg: TrainConfig) -> tuple[dict, torch.nn.Module]:
     steps_per_epoch = max(1, math.ceil(len(train_set) / global_batch))
     model.to(device)
     model.set_gradient_checkpointing(cfg.gradient_checkpointing)
-    task = ClassifyTask() if cfg.task == "classify" else GenerativeTask(cfg.sample_patches)
+    task = ClassifyTask() if cfg.task == "classify" else GenerativeTask(cfg.sample_patches, cfg.loss_from_patch)
     if cfg.resume:
         total = int(torch.load(run / "latest" / "trainer.pt", map_location="cpu", weights_only=True)["total"])
         total = cfg.steps or total
@@ -464,6 +478,7 @@ def run_training(cfg: TrainConfig) -> tuple[dict, torch.nn.Module]:
             units = torch.tensor(float(sum(task.units(b) for b, _ in micro_batches)), device=device)
             if world > 1:
                 dist.all_reduce(units)
+            units.clamp_(min=1)  # a batch with nothing to predict (loss_from_patch) adds no gradient
             loss_total, nbytes = 0.0, 0
             step_stats: dict[str, float] = {}
             for m, (batch, labels_t) in enumerate(micro_batches):

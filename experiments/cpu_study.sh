@@ -8,12 +8,12 @@
 # threads (THREADS), PAIRS runs side by side; each run is scored by `bgpt cpu evaluate` on the
 # 200 held-out programs (one step) and on the first 40 of them (free-running), beside the
 # baselines, with accuracy per state byte. `python experiments/cpu_study_table.py OUT` prints
-# the table. Environment: MINUTES (8), THREADS (1), PAIRS (2), RUNS (all), BGPT (bgpt).
+# the table. Environment: MINUTES (5), THREADS (2), PAIRS (1), RUNS (all), BGPT (bgpt).
 set -euo pipefail
 OUT=${1:-runs/cpu-study}
-MINUTES=${MINUTES:-8}
-THREADS=${THREADS:-1}
-PAIRS=${PAIRS:-2}
+MINUTES=${MINUTES:-5}
+THREADS=${THREADS:-2}
+PAIRS=${PAIRS:-1}
 BGPT=${BGPT:-bgpt}
 mkdir -p "$OUT"
 export OMP_NUM_THREADS=$THREADS NUMBA_NUM_THREADS=$THREADS
@@ -26,24 +26,26 @@ BASE=(--hidden-size 128 --max-patches 196 --batch-size 8 --lr 2e-3 --warmup 0.05
       --dtype bf16 --save-every 1000000 --eval-max-files 50 --log-every 20 --no-progress)
 declare -A ARGS=(
   [faithful]=""
+  [faithful-states]="--loss-from-patch 65"
   [ctx]="--byte-context"
-  [ctx-wide]="--byte-context --hidden-size 256 --patch-layers 2 --byte-layers 1"
-  [ctx-lr4e-3]="--byte-context --lr 4e-3"
-  [ctx-heads8]="--byte-context --heads 8"
-  [ctx-deep]="--byte-context --patch-layers 8"
-  [ctx-batch32]="--byte-context --batch-size 32 --lr 4e-3"
-  [ctx-curriculum]="--byte-context"  # half the time on programs of 1-16 instructions, then 1-128
+  [ctx-states]="--byte-context --loss-from-patch 65"
+  [ctx-states-heads8]="--byte-context --loss-from-patch 65 --heads 8"
+  [ctx-states-wide]="--byte-context --loss-from-patch 65 --hidden-size 256 --patch-layers 2 --byte-layers 1"
+  [ctx-states-deep]="--byte-context --loss-from-patch 65 --patch-layers 8"
+  [ctx-states-lr4e-3]="--byte-context --loss-from-patch 65 --lr 4e-3"
+  [ctx-states-batch32]="--byte-context --loss-from-patch 65 --batch-size 32 --lr 4e-3"
+  [ctx-states-curriculum]="--byte-context --loss-from-patch 65"  # half the time on programs of 1-16 instructions
 )
-RUNS=${RUNS:-"faithful ctx ctx-wide ctx-lr4e-3 ctx-heads8 ctx-deep ctx-batch32 ctx-curriculum"}
+RUNS=${RUNS:-"faithful faithful-states ctx ctx-states ctx-states-heads8 ctx-states-wide ctx-states-deep ctx-states-lr4e-3 ctx-states-batch32 ctx-states-curriculum"}
 
 one() {
   local name=$1 run=$OUT/$1
   [ -e "$run/eval.json" ] && return
   rm -rf "$run" "$run-short"
   # shellcheck disable=SC2086
-  if [ "$name" = ctx-curriculum ]; then
+  if [ "${name%-curriculum}" != "$name" ]; then
     "$BGPT" train "$OUT/short/train" --out "$run-short" "${BASE[@]}" ${ARGS[$name]} --minutes "$(python3 -c "print($MINUTES / 2)")"
-    "$BGPT" train "$OUT/data/train" --eval "$OUT/data/test" --out "$run" --init "$run-short" "${BASE[@]}" \
+    "$BGPT" train "$OUT/data/train" --eval "$OUT/data/test" --out "$run" --init "$run-short" "${BASE[@]}" ${ARGS[$name]} \
       --minutes "$(python3 -c "print($MINUTES / 2)")"
   else
     "$BGPT" train "$OUT/data/train" --eval "$OUT/data/test" --out "$run" "${BASE[@]}" ${ARGS[$name]} --minutes "$MINUTES"

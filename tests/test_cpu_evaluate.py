@@ -32,8 +32,9 @@ def instances(n=4, max_len=6, seed=0):
     return [Instance.parse(b.instance(i), f"p{i}") for i in range(n)]
 
 
-def cpu_model():
-    c = BGPTConfig(patch_size=16, max_patches=80, hidden_size=32, patch_layers=1, byte_layers=1, heads=2, dropout=0.0)
+def cpu_model(byte_context: bool = False):
+    c = BGPTConfig(patch_size=16, max_patches=80, hidden_size=32, patch_layers=1, byte_layers=1, heads=2, dropout=0.0,
+                   byte_context=byte_context)
     return BGPT(c).eval()
 
 
@@ -76,8 +77,23 @@ def test_evaluate_cpu_report_shape():
     assert "(given)" in text and "(missing)" in text
 
 
-def test_one_step_matches_teacher_forced_greedy_for_first_byte():
-    model = cpu_model()
+def test_accuracy_per_state_byte():
+    """by_byte names each of the 16 bytes: the PC+1/fetched-IR baseline is exact on PC and IR
+    and wrong exactly where an instruction wrote ACC or a register."""
+    insts = instances(6, max_len=12, seed=3)
+    rep = evaluate_cpu(cpu_model(), insts, batch_size=4, free_run=False)["one_step"]
+    by = rep["pc_ir"]["by_byte"]
+    assert list(by)[:6] == ["PC", "ACC", "IR.op", "IR.a1", "IR.a2", "IR.a3"] and len(by) == 16
+    assert by["PC"] == by["IR.op"] == by["IR.a3"] == 1.0
+    states = sum(len(i.states) - 1 for i in insts)
+    changed = sum(int((i.states[1:, 1] != i.states[:-1, 1]).sum()) for i in insts)  # ACC written
+    assert by["ACC"] == pytest.approx(1 - changed / states)
+    assert np.mean(list(by.values())) == pytest.approx(rep["pc_ir"]["byte_accuracy"])
+
+
+@pytest.mark.parametrize("byte_context", [False, True], ids=["paper", "ctx"])
+def test_one_step_matches_teacher_forced_greedy_for_first_byte(byte_context):
+    model = cpu_model(byte_context)
     inst = instances(1)[0]
     from bgpt.stream import collate, encode
     from bgpt.tasks.cpu.evaluate import one_step_predictions

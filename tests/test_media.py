@@ -342,11 +342,14 @@ def test_build_refuses_to_mix_sets(tmp_path, capsys):
         "1,2",
     ]
     assert main(args) == 0
-    assert "total" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "total" in out and "majority class" in out and "byte 1-4-gram" in out
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["counts"]["test"] == {"1": 1, "2": 1}
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["counts"]["test"] == {"1": 1, "2": 1}
+    assert summary["baselines"]["majority"] == 0.5 and 0 <= summary["baselines"]["ngram_logreg"] <= 1
     assert main(["media", "build", "digits", "--out", str(tmp_path / "x"), "--labels", "11"]) == 2
     assert (
         main(["media", "build", "digits", "--out", str(tmp_path / "x"), "--test-fraction", "1.5"])

@@ -222,7 +222,15 @@ def test_classifier_from_scratch_via_cli(tmp_path, capsys):
     model = bgpt.load(tmp_path / "clf")
     assert model.config.hidden_size == 32 and model.config.labels == ["high", "low"]
     assert main(["eval", str(tmp_path / "clf"), str(root), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"] >= 0.95
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["accuracy"] >= 0.95
+    # baselines fitted on the run's own training files (its --data), scored on the same files
+    assert r["baselines"]["majority"] == 0.5 and r["baselines"]["ngram_logreg"] == 1.0
+    assert main(["eval", str(tmp_path / "clf"), str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "majority class" in out and "model vs best baseline" in out
+    assert main(["eval", str(tmp_path / "clf"), str(root), "--json", "--no-baselines"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["baselines"] is None
 
 
 def test_eval_json_counts_and_breakdown(tmp_path, capsys):
@@ -346,3 +354,48 @@ def test_eval_max_files_spreads_over_the_sorted_files():
     assert spread(10, None) == list(range(10)) and spread(3, 5) == [0, 1, 2]
     assert spread(10, 4) == [0, 3, 6, 9]  # first and last file, not a head of the list
     assert len(spread(1000, 200)) == 200 and spread(1000, 1) == [0]
+
+
+def test_loss_from_patch_trains_on_later_patches_only(tiny_config):
+    """loss_from_patch=K: the step's loss is the model's own cross-entropy of the patches from
+    index K on (the earlier ones are context), and its unit count is theirs."""
+    from bgpt.model import BGPT
+    from bgpt.stream import collate, encode
+    from bgpt.train import GenerativeTask
+
+    s = tiny_config.patch_size
+    g = np.random.default_rng(0)
+    batch = collate([encode(g.integers(0, 256, n, dtype=np.uint8).tobytes(), "bin", s) for n in (40, 13)])
+    model = BGPT(tiny_config).eval()
+    with torch.no_grad():
+        lp = model.symbol_logprobs(batch.patches, batch.mask)  # (B, P-1, S): row i is patch i+1
+        for k in (0, 5, 9):
+            task = GenerativeTask(0, loss_from_patch=k)
+            loss_sum, _ = task.loss_sum(model, batch, None)
+            first = max(k, 1)
+            assert task.units(batch) == int(batch.mask[:, first:].sum()) * s
+            torch.testing.assert_close(loss_sum, -lp[:, first - 1 :].sum(), rtol=1e-5, atol=1e-4)
+    with pytest.raises(BGPTError, match="loss_from_patch"):
+        TrainConfig(loss_from_patch=-1)
+
+
+def test_classification_baselines():
+    """Majority: the most frequent training label's share of the test files; the n-gram model
+    separates labels that differ only in which byte pairs they use."""
+    from bgpt.baselines import classification_baselines, format_baselines
+
+    rng = np.random.default_rng(0)
+
+    def sample(label: str) -> bytes:  # same byte histogram, different bigrams
+        pairs = [b"ab", b"cd"] if label == "x" else [b"ac", b"bd"]
+        return b"zz" + b"".join(pairs[int(i)] for i in rng.integers(0, 2, 40))
+
+    train = [(sample(y), y) for y in ["x"] * 30 + ["y"] * 20]
+    test = [(sample(y), y) for y in ["x"] * 5 + ["y"] * 15]
+    r = classification_baselines(train, test)
+    assert r["majority"] == 0.25 and r["ngram_logreg"] == 1.0
+    assert classification_baselines(train, test, max_bytes=2)["ngram_logreg"] == 0.25  # heads alike: majority
+    lines = format_baselines(0.9, r)
+    assert lines[-1].strip() == "model vs best baseline: -10.00 points"
+    with pytest.raises(ValueError):
+        classification_baselines([], test)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from bgpt.errors import BGPTError
 
@@ -101,6 +102,23 @@ def media_add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
+BASELINE_BYTES = 4096
+"""Bytes of each file the baselines read: the context of the `small` preset, which
+`bgpt train-classifier` trains by default."""
+
+
+def _set_baselines(out: Path, warn) -> dict:
+    """The trivial baselines of a built set, fitted on out/train, scored on out/test."""
+    from bgpt.baselines import classification_baselines
+    from bgpt.data import label_of, open_files
+
+    def pairs(folder: Path):
+        files = open_files([folder], warn)
+        return [(files.read(i), label_of(files.names[i])) for i in range(len(files))]
+
+    return classification_baselines(pairs(out / "train"), pairs(out / "test"), BASELINE_BYTES)
+
+
 def media_run(args: argparse.Namespace) -> int:
     from bgpt.tasks import media
 
@@ -120,13 +138,18 @@ def media_run(args: argparse.Namespace) -> int:
         labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
         summary = media.build_set(args.name, args.out, test_fraction=args.test_fraction, per_label=args.per_label,
                                   labels=labels, seed=args.seed, overwrite=args.overwrite, warn=warn, **options)  # fmt: skip
+        summary["baselines"] = _set_baselines(Path(args.out), warn)
         if args.json:
             print(json.dumps(summary))
         else:
+            from bgpt.baselines import format_baselines
+
             print(
                 f"{args.name} set in {args.out}: train/ and test/ (manifest.json lists every file's source)"
             )
             print(media.format_counts(summary))
+            print(f"test accuracy of trivial baselines (fitted on train/, first {BASELINE_BYTES} bytes of each file):")
+            print("\n".join(format_baselines(None, summary["baselines"])))
         return 0
 
     options = {

@@ -14,10 +14,10 @@ from bgpt.train import MODEL_FIELDS, TrainConfig
 
 RUN_FIELDS = [
     "eval", "eval_fraction", "config", "conversion", "init", "steps", "epochs", "minutes", "batch_size", "grad_accum",
-    "lr", "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "sample_patches", "seed", "save_every",
+    "lr", "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "sample_patches", "loss_from_patch", "seed", "save_every",
     "eval_max_files", "log_every", "device", "dtype", "gradient_checkpointing", "compile", "resume", "progress",
 ]
-CLASSIFIER_FIELDS = [f for f in RUN_FIELDS if f not in ("conversion", "sample_patches")]
+CLASSIFIER_FIELDS = [f for f in RUN_FIELDS if f not in ("conversion", "sample_patches", "loss_from_patch")]
 MODEL_OVERRIDES = [f for f in MODEL_FIELDS]
 
 
@@ -67,6 +67,45 @@ def eval_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--dtype", default="fp32", help="fp32 (exact), bf16 or fp16 (default: fp32)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--baseline-train", nargs="+", metavar="DIR", default=None,
+                   help="classifiers: fit the trivial baselines (majority class, byte n-gram logistic regression) "
+                        "on these files; default: the run's own training files, when MODEL is a run folder")
+    p.add_argument("--no-baselines", action="store_true", help="classifiers: skip the trivial baselines")
+
+
+def _baseline_train_files(args: argparse.Namespace, warn):
+    """The files a classifier's baselines are fitted on: --baseline-train, else the training
+    files recorded in the run folder (its --data less the held-out part, as training split it)."""
+    from bgpt.data import open_files, split_holdout
+
+    if args.baseline_train:
+        return open_files(args.baseline_train, warn)
+    run_config = Path(args.model) / "config.json"
+    try:
+        train = json.loads(run_config.read_text())["train"]
+        data, held_out, fraction, seed = train["data"], train["eval"], train["eval_fraction"], train["seed"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a saved model or a .pth: nothing recorded
+    if not data or not all(Path(d).exists() for d in data):
+        return None
+    files = open_files(data, warn)
+    return files if held_out else split_holdout(files, fraction, seed)[0]
+
+
+def classification_report_baselines(args: argparse.Namespace, test_files, test_indices, max_bytes: int, warn) -> dict | None:
+    from bgpt.baselines import classification_baselines
+    from bgpt.data import label_of
+
+    if args.no_baselines:
+        return None
+    train_files = _baseline_train_files(args, warn)
+    if train_files is None:
+        return None
+
+    def pairs(files, indices):
+        return [(files.read(i), label_of(files.names[i])) for i in indices]
+
+    return classification_baselines(pairs(train_files, range(len(train_files))), pairs(test_files, test_indices), max_bytes)
 
 
 def eval_run(args: argparse.Namespace) -> int:
@@ -91,10 +130,20 @@ def eval_run(args: argparse.Namespace) -> int:
             raise BGPTError("--conversion is for generative models")
         ds = StreamDataset(files, c.patch_size, c.max_patches, labels=c.labels or [str(i) for i in range(c.num_classes)], warn=warn)
         r = evaluate_classifier(model, ds, args.batch_size, device, dtype, args.max_files)
+        from bgpt.evaluate import spread
+
+        r["baselines"] = classification_report_baselines(  # on the same files as the model
+            args, files, spread(len(files), args.max_files), c.context_bytes, warn
+        )
         if args.json:
             print(json.dumps(r))
             return 0
         print(f"accuracy {r['accuracy']:.4f} on {r['files']} files (mean NLL {r['loss']:.4f})")
+        if r.get("baselines"):
+            from bgpt.baselines import format_baselines
+
+            print("beside trivial baselines on the same files (fitted on the training files):")
+            print("\n".join(format_baselines(r["accuracy"], r["baselines"])))
         labels = r["labels"]
         width = max(8, *(len(x) for x in labels))
         print("confusion (rows: truth, columns: prediction)")

@@ -17,6 +17,7 @@ from pathlib import Path
 from bgpt.errors import BGPTError
 
 MARKER = "bgpt-demo.json"
+FAITHFUL_FIGURE = "TODO"
 
 
 @dataclass
@@ -41,6 +42,12 @@ class DemoConfig:
     """Programs per optimizer step."""
     lr: float = 2e-3
     """Peak learning rate."""
+    byte_context: bool = True
+    """The byte-level decoder reads the previous state's bytes (beyond the paper; docs/cpu.md,
+    "The study"); --no-byte-context trains the paper's model."""
+    states_only: bool = True
+    """Train the byte-level decoder on the state patches only: the program in memory is input,
+    not something to simulate (--no-states-only: every patch, as the paper)."""
     dtype: str = "auto"
     """Autocast dtype (auto: bf16)."""
     free_run_files: int = 40
@@ -78,6 +85,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         format_trace,
         plot_by_length,
     )
+    from bgpt.tasks.cpu.isa import FIRST_STATE_PATCH
     from bgpt.train import TrainConfig, train
 
     t0 = time.time()
@@ -90,8 +98,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     print(f"[2/3] training for {cfg.minutes:g} minutes")
     report = train(TrainConfig(
         data=[str(out / "data" / "train")], eval=[str(out / "data" / "test")], out=str(out / "run"),
-        config="small", model_overrides={"hidden_size": cfg.hidden_size, "max_patches": max(context, 8), "dropout": 0.0},
+        config="small", model_overrides={"hidden_size": cfg.hidden_size, "max_patches": max(context, 8), "dropout": 0.0,
+                                         "byte_context": cfg.byte_context},
         minutes=cfg.minutes, batch_size=cfg.batch_size, lr=cfg.lr, warmup=0.05, seed=cfg.seed, dtype=cfg.dtype,
+        loss_from_patch=FIRST_STATE_PATCH if cfg.states_only else 0,
         save_every=10**9, eval_max_files=50, log_every=20,
     ))
     print("[3/3] evaluating on held-out programs")
@@ -106,7 +116,11 @@ def run_demo(cfg: DemoConfig) -> dict:
         results["free_run"] = free["free_run"]
         plot_by_length({**free, "one_step_by_length": step["one_step_by_length"]}, out / "accuracy_by_length.png")
 
+    arch = ("byte-level decoder reads the previous state (byte_context, beyond the paper)" if cfg.byte_context
+            else "the paper's model (no byte context)")
     lines = ["", "=" * 78, "bgpt demo: a byte model learns to simulate a CPU", "=" * 78,
+             f"model: {model.num_parameters() / 1e6:.2f} M parameters, {arch}; "
+             f"{'state patches' if cfg.states_only else 'every patch'} trained on",
              f"held-out programs: {len(instances)} ({cfg.min_len}-{cfg.max_len} instructions), bits per byte {bpb:.4f}"]
     for _proto, title, r in (("one_step", "each state predicted from the true trace before it", step["one_step"]),
                             ("free_run", f"whole trace generated from the first state ({cfg.free_run_files} programs)", free and free["free_run"])):
@@ -118,6 +132,11 @@ def run_demo(cfg: DemoConfig) -> dict:
             lines.append(f"  {label:<36}{r[key]['byte_accuracy']:9.4f}{r[key]['state_accuracy']:11.4f}")
         best = max(r[k]["byte_accuracy"] for k in BASELINE_NAMES)
         lines.append(f"  model vs best baseline: {100 * (r['model']['byte_accuracy'] - best):+.2f} points of byte accuracy")
+        lines.append("  byte accuracy by program length (model / " + BASELINE_NAMES["pc_ir"] + "):")
+        lines.append("    " + "   ".join(f"{k}: {v:.3f} / {r['pc_ir']['by_length'][k]:.3f}" for k, v in r["model"]["by_length"].items()))
+        lines.append("  byte accuracy by state byte (model):")
+        lines.append("    " + "  ".join(f"{k} {v:.3f}" for k, v in r["model"]["by_byte"].items()))
+    lines.append(f"\nfor comparison, {FAITHFUL_FIGURE}")
     eff = step["one_step"]["by_effect"]
     lines.append("\none-step byte accuracy by the instruction whose effect the state shows:")
     names = list(eff)

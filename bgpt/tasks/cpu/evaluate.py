@@ -25,9 +25,9 @@ from bgpt.device import autocast
 from bgpt.model import BGPT
 from bgpt.stream import collate, encode
 from bgpt.tasks.cpu.isa import (
+    FIRST_STATE_PATCH,
     IR_SLICE,
     MAX_PC,
-    MEMORY_SIZE,
     OPS,
     PC_INDEX,
     REGISTER_NAMES,
@@ -38,6 +38,8 @@ from bgpt.tasks.cpu.simulator import split_instance
 
 BASELINES = ("repeat", "pc_ir")
 BASELINE_NAMES = {"repeat": "repeat the previous state", "pc_ir": "previous state, PC+1, fetched IR"}
+LENGTH_BUCKETS = ((1, 32), (33, 64), (65, 128), (129, 255))
+"""Program lengths (instructions, HLT included) that reports group accuracy by."""
 STATE_BYTE_NAMES = ("PC", "ACC", "IR.op", "IR.a1", "IR.a2", "IR.a3", *REGISTER_NAMES)
 """The 16 bytes of a state, in order: which skill each byte's accuracy measures."""
 
@@ -92,7 +94,6 @@ def one_step_predictions(model: BGPT, instances: list[Instance], batch_size: int
     if s != STATE_SIZE:
         raise ValueError(f"one-step CPU evaluation needs patch size {STATE_SIZE}, the state size; the model has {s}")
     model.eval()
-    first_state_patch = 1 + MEMORY_SIZE // s  # header + memory patches
     out = []
     for k in range(0, len(instances), batch_size):
         chunk = instances[k : k + batch_size]
@@ -101,7 +102,7 @@ def one_step_predictions(model: BGPT, instances: list[Instance], batch_size: int
             feats = model.patch_decoder(batch.patches)  # (B, P, H)
         for b, inst in enumerate(chunk):
             n = len(inst.states) - 1
-            rows = torch.arange(first_state_patch, first_state_patch + n, device=device)  # patch of state j-1 predicts state j
+            rows = torch.arange(FIRST_STATE_PATCH, FIRST_STATE_PATCH + n, device=device)  # patch of state j-1 predicts state j
             f, context = feats[b, rows], batch.patches[b, rows]
             pred = torch.full((n, s), 256, dtype=torch.long, device=device)
             for t in range(s):  # greedy, byte by byte, every state at once
@@ -165,7 +166,17 @@ class Tally:
             "states": self.states,
             "files": self.traces,
             "by_byte": {k: int(c) / max(1, self.states) for k, c in zip(STATE_BYTE_NAMES, self.by_byte, strict=True)},
+            "by_length": self.length_buckets(),
         }
+
+    def length_buckets(self) -> dict[str, float]:
+        """Byte accuracy per range of program lengths (LENGTH_BUCKETS), where there are programs."""
+        out = {}
+        for lo, hi in LENGTH_BUCKETS:
+            counts = [c for n, c in self.by_length.items() if lo <= n <= hi]
+            if counts:
+                out[f"{lo}-{hi}"] = sum(c for c, _ in counts) / sum(t for _, t in counts)
+        return out
 
 
 def bytes_to_states(data: bytes) -> np.ndarray:
