@@ -12,9 +12,9 @@ A file that is none of these is one `CheckpointError` with a human message.
 from __future__ import annotations
 
 import json
-import os
+import pickle
 import re
-import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from bgpt.config import BGPTConfig
 from bgpt.errors import BGPTError, CheckpointError
+from bgpt.files import atomic_write, atomic_write_text  # noqa: F401 - re-exported
 from bgpt.model import BGPT, BGPTClassifier, build_model
 from bgpt.stream import VOCAB_SIZE
 
@@ -32,30 +33,6 @@ FORMAT = "bgpt"
 
 
 # --------------------------------------------------------------------------- writing
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), then rename over `path`: readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
 
 def save_pretrained(model: BGPT | BGPTClassifier, directory: str | Path, extra: dict | None = None) -> Path:
     """Write `model.safetensors` and `config.json` into `directory`, each atomically.
@@ -239,7 +216,14 @@ def load_reference(path: str | Path) -> BGPT | BGPTClassifier:
         raise CheckpointError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise CheckpointError(f"{path}: is a folder") from None
-    except Exception as e:  # pickle, zip and weights_only errors all mean "not loadable"
+    except pickle.UnpicklingError:  # weights_only refused a Python object: never load it another way
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(f"{path}: this is not a PyTorch checkpoint (no torch.save archive)") from None
+        raise CheckpointError(
+            f"{path}: holds Python objects besides tensors; bgpt reads checkpoints weights-only "
+            "(no code from a file ever runs), so this file cannot be loaded"
+        ) from None
+    except Exception as e:  # zip and format errors all mean "not loadable"
         raise CheckpointError(f"{path}: this is not a loadable PyTorch checkpoint ({_short(e)})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: this is not a bGPT checkpoint (holds a {type(state).__name__})")
@@ -265,7 +249,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> BGPT | B
         folder = resolve_model_dir(path)
         if folder is None:
             raise CheckpointError(f"{path}: no {CONFIG_NAME} + {WEIGHTS_NAME} here (nor in best/ or latest/)")
-        return from_pretrained(folder, map_location)
+        return _finite(from_pretrained(folder, map_location), path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
     if path.stat().st_size == 0:
@@ -273,4 +257,14 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> BGPT | B
     if path.suffix == ".safetensors":
         raise CheckpointError(f"{path}: a bare .safetensors file has no config; pass its folder (with {CONFIG_NAME})")
     model = load_reference(path)
-    return model.to(map_location)
+    return _finite(model, path).to(map_location)
+
+
+def _finite(model: BGPT | BGPTClassifier, path: Path) -> BGPT | BGPTClassifier:
+    """A model whose weights hold NaN or inf computes nothing meaningful: refuse it at load, before
+    a command writes a file from it."""
+    with torch.no_grad():
+        bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise CheckpointError(f"{path}: weights are not finite (NaN or inf in {bad[0]}{' and others' if len(bad) > 1 else ''})")
+    return model

@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from bgpt.errors import BGPTError
+from bgpt.validation import finite_float
 
 # name -> (module in bgpt.commands, prefix, help); the module has {prefix}add_arguments(parser)
 # and {prefix}run(args) -> int | None. Modules are imported only to build the parser.
@@ -41,10 +42,22 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 # ----------------------------------------------------------------------------- main
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (`bgpt CMD: error: ...`, exit 2, no usage dump), no
+    abbreviated flags (`--hidden` is an error, not a silent `--hidden-size`) and finite floats
+    only (`--minutes inf`, `--offset nan` are errors). Subcommand parsers are of the same class."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.register("type", float, finite_float())  # every `type=float` flag: finite numbers only
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="bgpt", description="Byte models: train, evaluate, generate and convert with bGPT."
-    )
+    parser = Parser(prog="bgpt", description="Byte models: train, evaluate, generate and convert with bGPT.")
     parser.add_argument(
         "--version", action="version", version=f"bgpt {__import__('bgpt').__version__}"
     )
@@ -58,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print escaped
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

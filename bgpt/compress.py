@@ -53,8 +53,11 @@ import torch
 
 from bgpt.errors import BGPTError
 from bgpt.model import BGPT
-from bgpt.stream import PAD, VOCAB_SIZE, eval_windows, header_patch
+from bgpt.stream import PAD, VOCAB_SIZE, header_patch, iter_eval_windows
 
+MAX_LENGTH = 1 << 30
+"""Largest original a .bgz holds (1 GiB: days of coding at this model's KB/s); a header that
+claims more is refused before anything is decoded."""
 MAGIC = b"BGZ"
 VERSION = 1
 SCHEME_EVAL_WINDOWS = 1
@@ -227,6 +230,8 @@ def read_header(blob: bytes) -> Header:
         raise FormatError(f"{have - payload} unexpected bytes after the compressed data")
     if payload % 4:
         raise FormatError(f"corrupt header (payload of {payload} bytes is not whole 32-bit words)")
+    if n > MAX_LENGTH:
+        raise FormatError(f"corrupt header (length {n} is over the {MAX_LENGTH:,}-byte maximum of a .bgz file)")
     if (n + 1) > (8 * payload + 128) << 16:
         # Every symbol costs at least 2**-16 bits (each of the 257 symbols keeps >= 2**-24
         # of the probability), so n + 1 symbols cannot fit in fewer bits: a header that
@@ -278,13 +283,14 @@ def _run(
     ext: str,
     step: Callable[[np.ndarray, torch.Tensor, int], int],
     progress: Callable[[int], None] | None = None,
-) -> np.ndarray:
+) -> bytes:
     """The incremental computation shared by encoder and decoder.
 
     Walks the stream of an n-byte file with extension `ext` window by window
     (`stream.eval_windows`); for each coded position i (stream index S .. S+n) it computes the
     model's next-symbol logits, quantises them and calls `step(freq, logits, i)`, which returns the
-    symbol at i (the encoder: the file's; the decoder: the one it decodes). Returns the stream.
+    symbol at i (the encoder: the file's; the decoder: the one it decodes). Returns the n bytes
+    coded before the end-of-file symbol.
     Per window: one prefill of its context patches, then one byte-decoder step per symbol and one
     patch-decoder step per completed patch, all batch 1."""
     c = model.config
@@ -292,31 +298,43 @@ def _run(
     pdec, bdec = model.patch_decoder, model.byte_decoder
     dev = next(model.parameters()).device
     num_patches = 2 + -(-n // s)  # header, data, end patch
-    stream = np.full(num_patches * s, PAD, dtype=np.int64)
-    stream[:s] = header_patch(ext, s)
+    head = header_patch(ext, s)
+    data = bytearray()  # the symbols coded so far after the header patch: grows as they come,
+    # so memory follows the work done, whatever length a (forged) header claims
+
+    def symbols(a: int, b: int) -> np.ndarray:
+        """Stream symbols [a, b), all already coded: header patch, then data."""
+        out = np.full(b - a, PAD, dtype=np.int64)
+        for i in range(a, min(b, s)):
+            out[i - a] = head[i]
+        lo, hi = max(a, s), min(b, s + len(data))
+        if hi > lo:
+            out[lo - a : hi - a] = np.frombuffer(data, np.uint8, hi - lo, lo - s)
+        return out
+
     last = s + n  # stream index of the end-of-file symbol, the last one coded
     done = 0
-    for start, first in eval_windows(num_patches, lmax):
+    for start, first in iter_eval_windows(num_patches, lmax):
         pcache = pdec.transformer.new_cache(1, lmax, dev, torch.float32)
-        context = torch.from_numpy(stream[start * s : first * s]).to(dev).view(1, -1, s)
+        context = torch.from_numpy(symbols(start * s, first * s)).to(dev).view(1, -1, s)
         feature = pdec.transformer(pdec.embed(context), pcache)[:, -1]  # (1, H)
         stop = min(start + lmax, num_patches)
         for p in range(first, stop):
             bcache = bdec.transformer.new_cache(1, bdec.context + s, dev, torch.float32)
-            bdec.prime(bcache, torch.from_numpy(stream[(p - 1) * s : p * s]).to(dev)[None])
+            bdec.prime(bcache, torch.from_numpy(symbols((p - 1) * s, p * s)).to(dev)[None])
             x = feature
             for j in range(s):
                 i = p * s + j
                 logits = bdec.logits(bdec.transformer(x[:, None], bcache)[:, 0])  # (1, 257)
                 y = step(quantize(logits), logits, i)
-                stream[i] = y
                 if i == last:
                     if progress:
                         progress(coded_symbols(n) - done)
-                    return stream
+                    return bytes(data)
+                data.append(y)  # before the end of file every symbol is a byte (step checks)
                 x = bdec.wte(torch.tensor([y], device=dev))  # (1, H)
             if p + 1 < stop:  # the window's last patch predicts nothing in it
-                patch = torch.from_numpy(stream[p * s : (p + 1) * s]).to(dev).view(1, 1, s)
+                patch = torch.from_numpy(symbols(p * s, (p + 1) * s)).to(dev).view(1, 1, s)
                 feature = pdec.transformer(pdec.embed(patch), pcache)[:, 0]  # (1, H)
             if progress:  # positions s .. (p+1)*s - 1 are coded
                 progress(p * s - done)
@@ -385,6 +403,8 @@ class Codec:
         ext = _clean_ext(ext)
         data = bytes(data)
         n = len(data)
+        if n > MAX_LENGTH:
+            raise BGPTError(f"{n:,} bytes is over the {MAX_LENGTH:,}-byte maximum of a .bgz file")
         stream_data = np.frombuffer(data, dtype=np.uint8)
         s = self.model.config.patch_size
         encoder = constriction.stream.queue.RangeEncoder()
@@ -459,10 +479,9 @@ class Codec:
         was = self._eval()
         try:
             with exact_compute(self.device):
-                stream = _run(self.model, n, h.ext, step, progress)
+                data = _run(self.model, n, h.ext, step, progress)
         finally:
             self.model.train(was)
-        data = stream[s : s + n].astype(np.uint8).tobytes()
         if zlib.crc32(data) != h.crc32:
             raise FormatError(
                 "checksum mismatch: corrupt data, or compressed on another platform "

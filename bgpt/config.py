@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bgpt.errors import BGPTError
+from bgpt.validation import check_fields
 
 
 @dataclass
@@ -44,6 +45,9 @@ class BGPTConfig:
     """Names of the classifier's labels, index order; empty for generative models."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.labels, tuple):
+            self.labels = list(self.labels)
+        check_fields(self, "config: ")
         if self.heads == 0:
             self.heads = max(1, self.hidden_size // 64)
         self.labels = [str(x) for x in self.labels]

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bgpt.checkpoint import atomic_write, atomic_write_text
 from bgpt.errors import BGPTError
+from bgpt.files import atomic_write, atomic_write_text
 from bgpt.stream import Stream, encode, encode_pair, eval_windows, extension_of, train_window_start
 
 PACK_FORMAT = "bgpt-pack"
@@ -101,18 +101,35 @@ class PackedSet(FileSet):
             meta = json.loads((self.root / INDEX_NAME).read_text())
             if meta.get("format") != PACK_FORMAT or meta.get("version") != PACK_VERSION:
                 raise ValueError("unknown format or version")
-            self.index = np.load(self.root / "index.npy")
-            self.names = (self.root / "names.txt").read_text(encoding="utf-8").split("\n")[: len(self.index)]
-            self.shards = [np.memmap(self.root / s, dtype=np.uint8, mode="r") if os.path.getsize(self.root / s) else np.zeros(0, np.uint8) for s in meta["shards"]]
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+            shard_names = meta["shards"]
+            if not isinstance(shard_names, list) or not all(isinstance(x, str) for x in shard_names):
+                raise ValueError("'shards' is not a list of names")
+            paths = [self._shard_path(x) for x in shard_names]
+            self.index = np.load(self.root / "index.npy", allow_pickle=False)
+            names = (self.root / "names.txt").read_text(encoding="utf-8", errors="surrogateescape")
+            self.names = names.split("\n")[: len(self.index)]
+            self.shards = [np.memmap(p, dtype=np.uint8, mode="r") if os.path.getsize(p) else np.zeros(0, np.uint8) for p in paths]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
             raise BGPTError(f"{self.root}: not a readable packed set ({e})") from None
-        if len(self.names) != len(self.index) or len(self.index) != meta.get("files"):
-            raise BGPTError(f"{self.root}: packed set index is inconsistent (files {meta.get('files')}, index {len(self.index)}, names {len(self.names)})")
-        ends = self.index[:, 1] + self.index[:, 2]
+        idx = self.index
+        if idx.ndim != 2 or idx.shape[1] != 3 or idx.dtype.kind not in "iu":
+            raise BGPTError(f"{self.root}: packed set index is not an (N, 3) integer table")
+        if len(self.names) != len(idx) or len(idx) != meta.get("files"):
+            raise BGPTError(f"{self.root}: packed set index is inconsistent (files {meta.get('files')}, index {len(idx)}, names {len(self.names)})")
+        if len(idx) and (idx.min() < 0 or idx[:, 0].max() >= len(self.shards)):
+            raise BGPTError(f"{self.root}: packed set index holds negative offsets or unknown shards")
+        ends = idx[:, 1] + idx[:, 2]
         for k, shard in enumerate(self.shards):
-            rows = self.index[:, 0] == k
+            rows = idx[:, 0] == k
             if rows.any() and ends[rows].max() > len(shard):
-                raise BGPTError(f"{self.root}: shard {meta['shards'][k]} is truncated")
+                raise BGPTError(f"{self.root}: shard {shard_names[k]} is truncated")
+
+    def _shard_path(self, name: str) -> Path:
+        """A shard named in pack.json: a plain file inside the set's folder, nowhere else."""
+        path = self.root / name
+        if Path(name).name != name or name in ("", ".", "..") or not path.resolve().is_relative_to(self.root.resolve()):
+            raise ValueError(f"shard {name!r} is not a file of this folder")
+        return path
 
     def read(self, i: int) -> bytes:
         shard, offset, length = self.index[i]
@@ -164,7 +181,7 @@ class PackWriter:
         self._file.close()
         index = np.array(self.rows, dtype=np.int64).reshape(-1, 3)
         atomic_write(self.root / "index.npy", lambda tmp: np.save(open(tmp, "wb"), index))  # noqa: SIM115
-        atomic_write_text(self.root / "names.txt", "\n".join(self.names))
+        atomic_write(self.root / "names.txt", lambda tmp: Path(tmp).write_text("\n".join(self.names), encoding="utf-8", errors="surrogateescape"))
         meta = {"format": PACK_FORMAT, "version": PACK_VERSION, "files": len(self.names), "shards": self.shard_names}
         atomic_write_text(self.root / INDEX_NAME, json.dumps(meta, indent=1))
 
@@ -231,16 +248,20 @@ def open_files(paths: Iterable[str | Path], warn=print) -> FileSet:
 
 
 def split_holdout(files: FileSet, fraction: float, seed: int = 0) -> tuple[FileSet, FileSet]:
-    """Deterministic train/eval split by file name hash (stable when files are added)."""
+    """Deterministic train/eval split by a hash of each file's path without its extension
+    (stable when files are added; the two files of a conversion pair, `x.abc` and `x.mid`,
+    always fall on the same side)."""
     import zlib
 
     if not 0 < fraction < 1:
         raise BGPTError(f"eval fraction must be in (0, 1), got {fraction}")
-    keys = np.array([zlib.crc32(f"{seed}:{n}".encode()) for n in files.names], dtype=np.uint64)
+    stems = [os.path.splitext(n)[0] for n in files.names]
+    keys = np.array([zlib.crc32(f"{seed}:{n}".encode(errors="surrogateescape")) for n in stems], dtype=np.uint64)
     held = keys % 10_000 < int(fraction * 10_000)
-    if held.all() or not held.any():  # tiny sets: take every k-th file instead
-        held = np.zeros(len(files), dtype=bool)
-        held[:: max(2, round(1 / fraction))] = True
+    if held.all() or not held.any():  # tiny sets: take every k-th stem instead
+        unique = sorted(set(stems))
+        chosen = set(unique[:: max(2, round(1 / fraction))])
+        held = np.array([n in chosen for n in stems], dtype=bool)
     if held.all() or len(files) < 2:
         raise BGPTError(f"too few files ({len(files)}) to hold some out for evaluation; give --eval DIR")
     return SubSet(files, np.flatnonzero(~held)), SubSet(files, np.flatnonzero(held))

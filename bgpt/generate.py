@@ -72,6 +72,7 @@ from bgpt.fused import FusedStep
 from bgpt.fused import available as fused_available
 from bgpt.model import BGPT
 from bgpt.stream import PAD, conversion_prompt, header_patch
+from bgpt.validation import check_fields
 
 ENGINES = ("cached", "uncached", "reference")
 STOP_END, STOP_CONTEXT, STOP_MAX_BYTES = "end", "context", "max_bytes"
@@ -92,7 +93,8 @@ class Sampling:
     """> 0; applied to the candidates left by top-k and top-p."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+        check_fields(self)
+        if self.top_k < 0:
             raise BGPTError(
                 f"top_k must be an integer >= 0 (0: off, 1: greedy), got {self.top_k!r}"
             )

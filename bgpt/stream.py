@@ -16,6 +16,7 @@ their end, ROLE_NONE for headers and the deterministic rest of the padding.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePath
 
@@ -126,13 +127,17 @@ def eval_windows(num_patches: int, max_patches: int) -> list[tuple[int, int]]:
     Windows overlap by one patch: the first patch of each window is context only (the
     header patch for the first window), and patches first_scored .. start+L-1 are scored.
     """
-    out = [(0, 1)]
+    return list(iter_eval_windows(num_patches, max_patches))
+
+
+def iter_eval_windows(num_patches: int, max_patches: int) -> Iterator[tuple[int, int]]:
+    """`eval_windows` one at a time (a decoder walking a long stream holds none in advance)."""
+    yield (0, 1)
     end = max_patches  # patches before `end` have been scored (or are the first)
     while end < num_patches:
         start = min(end - 1, num_patches - max_patches)
-        out.append((start, end))
+        yield (start, end)
         end = start + max_patches
-    return out
 
 
 @dataclass

@@ -32,14 +32,16 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from bgpt.checkpoint import atomic_write, atomic_write_text, load, save_pretrained
+from bgpt.checkpoint import load, save_pretrained
 from bgpt.config import BGPTConfig, resolve_config
 from bgpt.data import StreamDataset, label_of, open_files, split_holdout
 from bgpt.device import autocast, keep_freed_memory, resolve_device, resolve_dtype, synchronize
 from bgpt.errors import BGPTError
 from bgpt.evaluate import evaluate_classifier, evaluate_generative
+from bgpt.files import FolderLock, atomic_write, atomic_write_text, check_output_folder
 from bgpt.model import BGPT, BGPTClassifier, build_model
 from bgpt.stream import ROLE_NONE, collate
+from bgpt.validation import check_fields, check_ranges
 
 LN2 = math.log(2)
 MODEL_FIELDS = (
@@ -121,8 +123,14 @@ class TrainConfig:
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.task not in ("generate", "classify"):
             raise BGPTError(f"task must be generate or classify, got {self.task!r}")
+        check_ranges(self, {  # bounds checked before anything is allocated
+            "batch_size": (1, MAX_BATCH), "grad_accum": (1, MAX_BATCH), "steps": (0, 10**12),
+            "epochs": (0, 10**6), "minutes": (0, 60 * 24 * 366), "weight_decay": (0, 100), "grad_clip": (0, 10**6),
+            "save_every": (1, None), "log_every": (1, None), "eval_max_files": (1, None), "loss_from_patch": (0, 1 << 20),
+        })
         checks = {
             "batch_size": self.batch_size >= 1, "grad_accum": self.grad_accum >= 1, "steps": self.steps >= 0,
             "epochs": self.epochs >= 0, "minutes": self.minutes >= 0, "lr": 0 < self.lr < 1, "warmup": 0 <= self.warmup < 1,
@@ -139,6 +147,10 @@ class TrainConfig:
         unknown = set(self.model_overrides) - set(MODEL_FIELDS)
         if unknown:
             raise BGPTError(f"unknown model field(s): {', '.join(sorted(unknown))}")
+
+
+MAX_BATCH = 1 << 16
+"""Most files in one optimizer step: a larger batch is a typo, not a run."""
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -362,21 +374,55 @@ def train(cfg: TrainConfig) -> dict:
 
 def run_training(cfg: TrainConfig) -> tuple[dict, torch.nn.Module]:
     """`train`, also returning the trained model (of this process)."""
+    locks: list[FolderLock] = []
+    try:
+        return _run_training(cfg, locks)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _saved_train_config(run: Path, cfg: TrainConfig) -> TrainConfig:
+    """A run's own settings for --resume, except those given now that only say how to go on."""
+    try:
+        saved = json.loads((run / "config.json").read_text())["train"]
+        saved = {k: v for k, v in saved.items() if k != "resume"}
+        defaults = TrainConfig()
+        given = {k: getattr(cfg, k) for k in ("steps", "epochs", "save_every", "log_every", "device", "progress", "eval_max_files") if getattr(cfg, k) != getattr(defaults, k)}
+        return TrainConfig(**{**saved, **given, "resume": True})
+    except BGPTError as e:
+        raise BGPTError(f"{run / 'config.json'}: {e}; cannot resume") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise BGPTError(f"{run / 'config.json'}: not a readable run config ({type(e).__name__}); cannot resume") from None
+
+
+def _trainer_state(run: Path) -> dict:
+    """The optimizer, step and RNG state of a run's latest checkpoint, checked."""
+    path = run / "latest" / "trainer.pt"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        ok = isinstance(state, dict) and isinstance(state["optimizer"], dict) and isinstance(state["torch_rng"], torch.Tensor)
+        int(state["step"]), int(state["total"]), float(state["best"])
+    except Exception:  # truncated, foreign or pickled objects: all mean "cannot resume from this"
+        ok = False
+    if not ok:
+        raise BGPTError(f"{path}: not a readable bgpt trainer state (truncated or foreign); cannot resume")
+    return state
+
+
+def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torch.nn.Module]:
     rank, world, device = _dist_setup(cfg.device)
     master = rank == 0
     log = print if master else (lambda *a, **k: None)
     run = Path(cfg.out)
-    if run.exists() and not run.is_dir():
-        raise BGPTError(f"{run} exists and is not a folder")
+    check_output_folder(run, [*cfg.data, *cfg.eval])
     if master and not cfg.resume and (run / "latest").exists():
         raise BGPTError(f"{run} already holds a run; use --resume to continue it or another --out")
     if cfg.resume and not (run / "latest").exists():
         raise BGPTError(f"{run}: no checkpoint to resume from")
-    if cfg.resume:  # the run's own settings, except those given now that only say how to go on
-        saved = json.loads((run / "config.json").read_text())["train"]
-        defaults = TrainConfig()
-        given = {k: getattr(cfg, k) for k in ("steps", "epochs", "save_every", "log_every", "device", "progress", "eval_max_files") if getattr(cfg, k) != getattr(defaults, k)}
-        cfg = TrainConfig(**{**saved, **given, "resume": True})
+    if cfg.resume:
+        cfg = _saved_train_config(run, cfg)
+        state = _trainer_state(run)
     dtype = resolve_dtype(cfg.dtype, device)
     if device.type == "cpu":
         keep_freed_memory()  # large activations reuse freed pages (see its docstring)
@@ -417,8 +463,7 @@ def run_training(cfg: TrainConfig) -> tuple[dict, torch.nn.Module]:
     model.set_gradient_checkpointing(cfg.gradient_checkpointing)
     task = ClassifyTask() if cfg.task == "classify" else GenerativeTask(cfg.sample_patches, cfg.loss_from_patch)
     if cfg.resume:
-        total = int(torch.load(run / "latest" / "trainer.pt", map_location="cpu", weights_only=True)["total"])
-        total = cfg.steps or total
+        total = cfg.steps or int(state["total"])
     elif cfg.steps or cfg.epochs or not cfg.minutes:
         total = cfg.steps or (math.ceil(cfg.epochs * steps_per_epoch) if cfg.epochs else 1000)
     else:
@@ -433,9 +478,16 @@ def run_training(cfg: TrainConfig) -> tuple[dict, torch.nn.Module]:
     model.train()
     optimizer = new_optimizer(_param_groups(model, cfg.weight_decay), cfg.lr)
     start, best = 0, None
+    if master:  # from here on this process writes the run folder: one writer at a time
+        run.mkdir(parents=True, exist_ok=True)
+        locks.append(FolderLock(run, "run folder").acquire())
+        if not cfg.resume and (run / "latest").exists():  # another run finished here meanwhile
+            raise BGPTError(f"{run} already holds a run; use --resume to continue it or another --out")
     if cfg.resume:
-        state = torch.load(run / "latest" / "trainer.pt", map_location="cpu", weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise BGPTError(f"{run}/latest/trainer.pt: optimizer state does not fit this model ({e}); cannot resume") from None
         start, best = int(state["step"]), (None if math.isnan(state["best"]) else float(state["best"]))
         set_rng_state(state, device)
         if master:  # drop metric lines logged after the checkpoint
@@ -443,7 +495,6 @@ def run_training(cfg: TrainConfig) -> tuple[dict, torch.nn.Module]:
             atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         log(f"resuming {run} at step {start}")
     elif master:
-        run.mkdir(parents=True, exist_ok=True)
         (run / "metrics.jsonl").unlink(missing_ok=True)
     if master:
         atomic_write_text(run / "config.json", json.dumps({"train": dataclasses.asdict(cfg), "model": config.to_dict()}, indent=2))
@@ -498,6 +549,10 @@ def run_training(cfg: TrainConfig) -> tuple[dict, torch.nn.Module]:
                 loss_total, nbytes = float(t[0]), int(t[1])
                 step_stats = dict(zip(step_stats, t[2:].tolist(), strict=False))
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip else float("inf"))
+            if not (math.isfinite(loss_total) and math.isfinite(float(gnorm))):  # before the update: weights stay good
+                last = f"the last good checkpoint is {run / 'latest'}" if (run / "latest").exists() else "no checkpoint was saved yet"
+                raise BGPTError(f"training diverged at step {step + 1} (loss {loss_total}, gradient norm {float(gnorm)}); "
+                                f"{last}; try a lower --lr or --grad-clip")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             loss = loss_total / float(units)

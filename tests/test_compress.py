@@ -273,6 +273,10 @@ def test_forged_length_is_refused_before_decoding():
     forged = Header(
         h.fingerprint, h.patch_size, h.max_patches, 1 << 40, h.crc32, h.payload_bytes, h.ext
     ).to_bytes()
+    with pytest.raises(FormatError, match="maximum"):
+        decompress(model, forged + payload)
+    fits = (8 * h.payload_bytes + 128) << 16  # the most the payload could hold, plus one
+    forged = Header(h.fingerprint, h.patch_size, h.max_patches, fits, h.crc32, h.payload_bytes, h.ext).to_bytes()
     with pytest.raises(FormatError, match="cannot fit"):
         decompress(model, forged + payload)
     wrong_length = Header(
@@ -280,6 +284,26 @@ def test_forged_length_is_refused_before_decoding():
     ).to_bytes()
     with pytest.raises(FormatError, match="corrupt data|checksum"):
         decompress(model, wrong_length + payload)
+
+
+def test_forged_length_costs_no_memory_up_front():
+    """A header claiming the most its payload could hold (millions of bytes) gets no buffer of
+    that size: memory grows only with the bytes really decoded, and the corrupt data is found."""
+    import tracemalloc
+
+    model = tiny()
+    blob = compress(model, b"abcdefgh", "txt")
+    h = read_header(blob)
+    n = ((8 * h.payload_bytes + 128) << 16) - 2
+    forged = Header(h.fingerprint, h.patch_size, h.max_patches, n, h.crc32, h.payload_bytes, h.ext).to_bytes()
+    tracemalloc.start()
+    try:
+        with pytest.raises(FormatError, match="corrupt data|checksum"):
+            decompress(model, forged + blob[h.size :])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert n > 10_000_000 and peak < 8 * 1024 * 1024  # an n-symbol buffer alone: 8n bytes
 
 
 def test_every_payload_bit_flip_is_caught():
@@ -358,7 +382,7 @@ def test_cli_output_names(model_dir, tmp_path, capsys):
     assert run(["decompress", model_dir, packed, "-o", y, "-q"], capsys)[0] == 0
     assert (tmp_path / "y").read_bytes() == TEXT[:20]
     code, _, err = run(["decompress", model_dir, packed, "-o", y, "-q"], capsys)
-    one_error(code, err, "decompress", "already exists", "--force")
+    one_error(code, err, "decompress", "exists; pass --force", "--force")
     assert run(["decompress", model_dir, packed, "-o", y, "-f", "-q"], capsys)[0] == 0
     code, _, err = run(["compress", model_dir, str(src), str(src), "-o", y, "-q"], capsys)
     one_error(code, err, "compress", "-o names one output file")

@@ -102,6 +102,20 @@ def test_holdout_split_is_deterministic_and_disjoint(tmp_path):
     assert len(a_train) + len(a_eval) == 40 and len(a_eval) > 0
 
 
+@pytest.mark.parametrize("n", [3, 8, 200])
+def test_holdout_split_keeps_conversion_pairs_together(tmp_path, n):
+    """x.abc and x.mid fall on the same side, in large sets (hash) and tiny ones (every k-th)."""
+    root = tmp_path / "pairs"
+    root.mkdir()
+    for i in range(n):
+        (root / f"t{i}.abc").write_text("X:1")
+        (root / f"t{i}.mid").write_bytes(b"MThd")
+    train, held = split_holdout(open_files([root]), 0.1, seed=3)
+    stems = {side: {name.rsplit(".", 1)[0] for name in fs.names} for side, fs in (("train", train), ("held", held))}
+    assert not stems["train"] & stems["held"] and stems["held"]
+    assert len(train) == 2 * len(stems["train"]) and len(held) == 2 * len(stems["held"])
+
+
 def test_conversion_pairs_by_stem(tmp_path):
     root = tmp_path / "pairs"
     (root / "x").mkdir(parents=True)

@@ -27,6 +27,8 @@ def _add_common(p: argparse.ArgumentParser, what: str, output_help: str) -> None
 
 def _outputs(args: argparse.Namespace, name_of) -> list[tuple[Path, Path]]:
     """(input, output) pairs, checked before any work is done."""
+    from bgpt.files import check_output_file
+
     if args.output is not None and len(args.files) != 1:
         raise BGPTError(f"-o names one output file, but {len(args.files)} files were given")
     pairs, seen = [], {}
@@ -36,13 +38,7 @@ def _outputs(args: argparse.Namespace, name_of) -> list[tuple[Path, Path]]:
             raise BGPTError(f"{src}: no such file")
         if not src.is_file():
             raise BGPTError(f"{src}: not a regular file")
-        dst = Path(args.output) if args.output is not None else name_of(src)
-        if dst.exists() and dst.resolve() == src.resolve():
-            raise BGPTError(f"{src}: the output would overwrite the input")
-        if dst.is_dir():
-            raise BGPTError(f"{dst}: is a folder; -o names the output file")
-        if dst.exists() and not args.force:
-            raise BGPTError(f"{dst}: already exists (use --force to overwrite)")
+        dst = check_output_file(Path(args.output) if args.output is not None else name_of(src), args.files, args.force)
         key = dst.resolve()
         if key in seen:
             raise BGPTError(f"{seen[key]} and {src} would both be written to {dst}")
@@ -76,7 +72,7 @@ def _bar(total: int, quiet: bool, desc: str):
 
 
 def _write(path: Path, data: bytes) -> None:
-    from bgpt.checkpoint import atomic_write
+    from bgpt.files import atomic_write
 
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 

@@ -58,8 +58,10 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=int,
         default=0,
-        help="files generated together (default 0: all of them in one batch)",
+        help=f"files generated together (default 0: up to {DEFAULT_BATCH}; each batch's files are written as it runs)",
     )
+    g.add_argument("-f", "--force", action="store_true",
+                   help="replace output files that exist (without it, an existing output file is an error)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     g.add_argument(
         "--dtype",
@@ -80,6 +82,11 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
         "much faster, see docs/benchmarks.md",
     )
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+DEFAULT_BATCH = 64
+MAX_FILES = 1_000_000
+"""Most files one command generates or converts."""
 
 
 def _check_ext(ext: str, flag: str) -> str:
@@ -110,17 +117,18 @@ def _note_long_ext(ext: str, flag: str, patch_size: int) -> None:
         )
 
 
-def _out_dir(path: str) -> Path:
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise BGPTError(f"--out {out}: is a file, not a folder")
+def _out_files(folder: str, names: list[str], inputs: list[str], force: bool) -> list[Path]:
+    """The output files in `folder`, checked (no symlink, no input, no existing file unless
+    `force`) before anything is written; then the folder is made."""
+    from bgpt.files import check_output_file, check_output_folder
+
+    out = check_output_folder(folder, inputs)
+    paths = [check_output_file(out / name, inputs, force) for name in names]
     try:
         out.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise BGPTError(
-            f"--out {out}: cannot make this folder (a part of its path is a file)"
-        ) from None
-    return out
+        raise BGPTError(f"--out {out}: cannot make this folder (a part of its path is a file)") from None
+    return paths
 
 
 def _load_generative(path: str, device_name: str, dtype_name: str, threads: int = 0):
@@ -147,6 +155,7 @@ def _run_batches(model, prompts, paths, args, dtype, head: bytes = b"") -> list:
     grow as the bytes come. Returns the stop reasons."""
     from tqdm import tqdm
 
+    from bgpt.files import create_output
     from bgpt.generate import Generation, Sampling, stop_message
 
     sampling = Sampling(top_k=args.top_k, top_p=args.top_p, temperature=args.temperature)
@@ -154,7 +163,7 @@ def _run_batches(model, prompts, paths, args, dtype, head: bytes = b"") -> list:
     if not sampling.greedy and args.seed is None:
         args.seed = int.from_bytes(os.urandom(3), "little")
         print(f"seed {args.seed} (pass --seed {args.seed} to repeat this run)", file=sys.stderr)
-    size = args.batch_size or n
+    size = args.batch_size or min(n, DEFAULT_BATCH)
     # Longest prompts first, so each batch holds prompts of similar lengths (the result of a
     # sample does not depend on its batch).
     order = sorted(range(n), key=lambda i: -len(prompts[i]))
@@ -186,7 +195,7 @@ def _run_batches(model, prompts, paths, args, dtype, head: bytes = b"") -> list:
                 )
             else:
                 bar.total += sum(limits)
-            files = [open(paths[i], "wb") for i in idx]  # noqa: SIM115 - closed below
+            files = [create_output(paths[i], args.force) for i in idx]
             try:
                 for f in files:
                     f.write(head)
@@ -245,7 +254,7 @@ def generate_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out",
         required=True,
-        help="folder for the files: sample-0000.EXT, ... (overwritten if there)",
+        help="folder for the files: sample-0000.EXT, ... (an existing one is an error without --force)",
     )
     p.add_argument(
         "--prompt",
@@ -261,8 +270,8 @@ def generate_run(args: argparse.Namespace) -> int:
     from bgpt.generate import generation_prompt
 
     ext = _check_ext(args.ext, "--ext")
-    if args.num_samples < 1:
-        raise BGPTError(f"-n must be >= 1, got {args.num_samples}")
+    if not 1 <= args.num_samples <= MAX_FILES:
+        raise BGPTError(f"--num-samples (-n) must be in 1..{MAX_FILES:,}, got {args.num_samples}")
     _check_common(args)
     prompt = b""
     if args.prompt is not None:
@@ -274,7 +283,6 @@ def generate_run(args: argparse.Namespace) -> int:
             raise BGPTError(
                 f"--prompt {path}: the file is empty (leave --prompt out to start from nothing)"
             )
-    out = _out_dir(args.out)
     model, dtype = _load_generative(args.model, args.device, args.dtype, args.threads)
     _note_long_ext(ext, "--ext", model.config.patch_size)
     stream = generation_prompt(prompt, ext, model.config.patch_size)
@@ -284,7 +292,8 @@ def generate_run(args: argparse.Namespace) -> int:
             f"--prompt is {len(prompt)} bytes; this model's context holds {model.config.context_bytes - model.config.patch_size - 1} after the header patch"
         )
     suffix = f".{ext}" if ext else ""
-    paths = [out / f"sample-{i:04d}{suffix}" for i in range(args.num_samples)]
+    names = [f"sample-{i:04d}{suffix}" for i in range(args.num_samples)]
+    paths = _out_files(args.out, names, [args.prompt] if args.prompt else [], args.force)
     _run_batches(model, [stream] * args.num_samples, paths, args, dtype, head=prompt)
     return 0
 
@@ -302,7 +311,7 @@ def convert_add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--to", required=True, help="extension of the target format, e.g. mid")
     p.add_argument(
-        "--out", required=True, help="folder for the results: INPUT_STEM.TO (overwritten if there)"
+        "--out", required=True, help="folder for the results: INPUT_STEM.TO (an existing one is an error without --force)"
     )
     _add_sampling(p, 1, ": greedy, as conversion should be; --top-k 0 to sample")
     _add_runtime(p)
@@ -314,6 +323,8 @@ def convert_run(args: argparse.Namespace) -> int:
 
     to = _check_ext(args.to, "--to")
     _check_common(args)
+    if len(args.inputs) > MAX_FILES:
+        raise BGPTError(f"at most {MAX_FILES:,} inputs at once, got {len(args.inputs)}")
     inputs, names = [], {}
     for name in args.inputs:
         path = Path(name)
@@ -328,7 +339,6 @@ def convert_run(args: argparse.Namespace) -> int:
             raise BGPTError(f"{path} and {names[target]} would both be written as {target}")
         names[target] = path
         inputs.append((data, extension_of(path)))
-    out = _out_dir(args.out)
     model, dtype = _load_generative(args.model, args.device, args.dtype, args.threads)
     _note_long_ext(to, "--to", model.config.patch_size)
     streams = conversion_streams(model, inputs, to)
@@ -338,9 +348,6 @@ def convert_run(args: argparse.Namespace) -> int:
             raise BGPTError(
                 f"{path}: too long to convert with this model ({len(st)} symbols with headers; its context holds {c.context_bytes} with room for the output)"
             )
-    paths = [out / t for t in names]
-    for p, src in zip(paths, names.values(), strict=True):
-        if p.resolve() == src.resolve():
-            raise BGPTError(f"{src}: the output would overwrite this input; choose another --out")
+    paths = _out_files(args.out, list(names), args.inputs, args.force)
     _run_batches(model, streams, paths, args, dtype)
     return 0

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from bgpt.errors import BGPTError
+from bgpt.validation import finite_float
 
 SETS = ("speech", "digits", "text", "filetypes")
 
@@ -31,8 +32,9 @@ def media_add_arguments(p: argparse.ArgumentParser) -> None:
             help="files, or folders (converted recursively, sub-folders kept)",
         )
         q.add_argument(
-            "--out", required=True, help="output folder (file names kept, new extension)"
+            "--out", required=True, help="output folder (file names kept, new extension); never an input folder"
         )
+        q.add_argument("-f", "--force", action="store_true", help="replace output files that exist")
         return q
 
     a = converter(
@@ -40,7 +42,7 @@ def media_add_arguments(p: argparse.ArgumentParser) -> None:
         "any audio soundfile reads -> 8 kHz mono unsigned 8-bit PCM WAV of exactly 1 s (8044 bytes)",
     )
     a.add_argument(
-        "--offset", type=float, default=0.0, help="start this many seconds in (default: 0)"
+        "--offset", type=finite_float(0.0), default=0.0, help="start this many seconds in (default: 0)"
     )
     a.add_argument(
         "--normalize", action="store_true", help="scale to a peak of 0.9 before 8-bit quantisation"
@@ -52,7 +54,7 @@ def media_add_arguments(p: argparse.ArgumentParser) -> None:
         "spectrogram", "1 s of audio (8 kHz) -> 32x32 RGB BMP log-mel spectrogram (3126 bytes)"
     )
     s.add_argument(
-        "--offset", type=float, default=0.0, help="start this many seconds in (default: 0)"
+        "--offset", type=finite_float(0.0), default=0.0, help="start this many seconds in (default: 0)"
     )
     s.add_argument(
         "--colormap",
@@ -70,7 +72,7 @@ def media_add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument(
         "--test-fraction",
-        type=float,
+        type=finite_float(0.0, 1.0),
         default=0.2,
         help="share of each label in test (default: 0.2)",
     )
@@ -158,7 +160,7 @@ def media_run(args: argparse.Namespace) -> int:
         "spectrogram": lambda: {"offset": args.offset, "colormap": args.colormap},
     }[args.media_command]()
     written, errors = media.convert_files(
-        args.media_command, args.inputs, args.out, warn=warn, **options
+        args.media_command, args.inputs, args.out, warn=warn, force=args.force, **options
     )
     total = len(written) + len(errors)
     print(f"converted {len(written)} of {total} file{'s' * (total != 1)} into {args.out}")

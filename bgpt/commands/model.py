@@ -37,13 +37,26 @@ def info_run(args: argparse.Namespace) -> int:
 
 def import_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="reference bGPT .pth (e.g. weights-cpu.pth)")
-    p.add_argument("--out", required=True, help="folder to write model.safetensors + config.json")
+    p.add_argument("--out", required=True,
+                   help="folder to write model.safetensors + config.json (new or empty; a saved model there is replaced only with --force, a run folder never)")
+    p.add_argument("-f", "--force", action="store_true", help="replace a saved model already in --out")
 
 
 def import_run(args: argparse.Namespace) -> int:
-    from bgpt.checkpoint import load_reference, save_pretrained
+    from pathlib import Path
 
-    model = load_reference(args.checkpoint)
+    from bgpt.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_reference, save_pretrained
+    from bgpt.errors import BGPTError
+    from bgpt.files import check_output_folder
+
+    out = check_output_folder(args.out, [args.checkpoint])
+    if out.is_dir() and any(out.iterdir()):
+        saved_model = {p.name for p in out.iterdir()} <= {CONFIG_NAME, WEIGHTS_NAME}
+        if not saved_model:
+            raise BGPTError(f"{out}: holds other files (a run folder?); give a new or empty --out")
+        if not args.force:
+            raise BGPTError(f"{out}: holds a saved model; pass --force to replace it")
+    model = load_reference(Path(args.checkpoint))
     out = save_pretrained(model, args.out, extra={"source": str(args.checkpoint)})
     print(f"wrote {out} ({model.num_parameters() / 1e6:.2f} M parameters)")
     return 0

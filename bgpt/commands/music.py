@@ -7,6 +7,7 @@ import json
 import sys
 
 from bgpt.errors import BGPTError
+from bgpt.validation import finite_float, int_at_least
 
 # ----------------------------------------------------------------------------- music
 
@@ -61,7 +62,7 @@ def music_add_arguments(p: argparse.ArgumentParser) -> None:
     )
     b.add_argument(
         "--timeout",
-        type=float,
+        type=finite_float(0.0, 3600.0, low_open=True),
         default=DEFAULT_TIMEOUT,
         help=f"seconds abc2midi may spend on one tune (default: {DEFAULT_TIMEOUT:g})",
     )
@@ -91,19 +92,19 @@ def music_add_arguments(p: argparse.ArgumentParser) -> None:
     )
     c.add_argument(
         "--tolerance",
-        type=float,
+        type=finite_float(0.0),
         default=DEFAULT_TOLERANCE,
         help=f"onset/duration tolerance in quarter notes (default: {DEFAULT_TOLERANCE:g})",
     )
     c.add_argument(
         "--timeout",
-        type=float,
+        type=finite_float(0.0, 3600.0, low_open=True),
         default=DEFAULT_TIMEOUT,
         help=f"seconds abc2midi may spend on one ABC file (default: {DEFAULT_TIMEOUT:g})",
     )
     c.add_argument(
         "--workers",
-        type=int,
+        type=int_at_least(1, 256),
         help="abc2midi processes at once for ABC (default: CPU count, at most 8)",
     )
     c.add_argument("--json", action="store_true", help="print one JSON object")

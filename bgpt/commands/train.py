@@ -31,7 +31,8 @@ def _add_train(p: argparse.ArgumentParser, fields: list[str]) -> None:
 
 def _train_config(args: argparse.Namespace, fields: list[str], task: str) -> TrainConfig:
     overrides = {k: v for k, v in collect(args, MODEL_OVERRIDES, "model_").items() if v is not None}
-    return TrainConfig(data=args.data, out=args.out, task=task, model_overrides=overrides, **collect(args, fields))
+    given = {k: v for k, v in collect(args, fields).items() if v is not None}  # unset: the field's default
+    return TrainConfig(data=args.data, out=args.out, task=task, model_overrides=overrides, **given)
 
 
 def train_add_arguments(p: argparse.ArgumentParser) -> None:
@@ -215,14 +216,19 @@ def classify_run(args: argparse.Namespace) -> int:
 
 def pack_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("folders", nargs="+", help="folders of files to pack")
-    p.add_argument("--out", required=True, help="packed set folder to write")
+    p.add_argument("--out", required=True, help="packed set folder to write (new or empty; never inside an input)")
+    p.add_argument("-f", "--force", action="store_true", help="replace a packed set already in --out")
 
 
 def pack_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from bgpt.data import PackWriter, open_files
+    from bgpt.data import INDEX_NAME, PackWriter, open_files
+    from bgpt.files import check_output_folder
 
+    out = check_output_folder(args.out, args.folders)
+    if out.is_dir() and any(out.iterdir()) and not (args.force and (out / INDEX_NAME).is_file()):
+        raise BGPTError(f"{out}: exists and is not empty" + ("; pass --force to replace the packed set there" if (out / INDEX_NAME).is_file() else ""))
     files = open_files(args.folders, warn=lambda m: print(m, file=sys.stderr))
     total = 0
     with PackWriter(args.out) as w:

@@ -316,15 +316,18 @@ def _expand(inputs: Iterable[str | Path]) -> list[tuple[Path, Path]]:
 
 
 def convert_files(
-    kind: str, inputs: Iterable[str | Path], out: str | Path, warn=print, **options
+    kind: str, inputs: Iterable[str | Path], out: str | Path, warn=print, force: bool = False, **options
 ) -> tuple[list[Path], list[str]]:
     """Convert every input file (folders recursively) into `out`, keeping each file's name
     with the new extension. A file that fails gets one message in the returned error list
-    (also passed to `warn`) and the rest still convert. Returns (written paths, errors)."""
+    (also passed to `warn`) and the rest still convert. Returns (written paths, errors).
+    `out` is never an input folder nor inside one; an existing output file is an error for
+    that file unless `force`, and never an input or a symlink."""
+    from bgpt.files import atomic_write_bytes, check_output_file, check_output_folder
+
     convert, ext = CONVERTERS[kind]
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise BGPTError(f"{out} exists and is not a folder")
+    inputs = [str(i) for i in inputs]
+    out = check_output_folder(out, inputs)
     written: list[Path] = []
     errors: list[str] = []
     claimed: dict[Path, Path] = {}
@@ -333,10 +336,11 @@ def convert_files(
         try:
             if target in claimed:
                 raise MediaError(f"same output name {target} as {claimed[target]}")
+            check_output_file(target, [src], force)
             data = convert(src, **options)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-        except (MediaError, OSError) as e:
+            atomic_write_bytes(target, data)
+        except (MediaError, BGPTError, OSError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             errors.append(f"{src}: {reason}")
             warn(f"error: {src}: {reason}")

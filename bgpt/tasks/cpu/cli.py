@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("assemble", help="assemble a program and run it into an instance file")
     p.add_argument("program", help="assembly source: one instruction per line, e.g. 'ADD A B C'")
-    p.add_argument("--out", required=True, help="instance file to write (.bin)")
+    p.add_argument("--out", required=True, help="instance file to write (.bin); never the source")
+    p.add_argument("-f", "--force", action="store_true", help="replace --out if it exists")
     p.add_argument(
         "--state",
         default="",
@@ -173,9 +174,11 @@ def _translate(args: argparse.Namespace) -> int:
 
 
 def _assemble(args: argparse.Namespace) -> int:
+    from bgpt.files import atomic_write_bytes, check_output_file
     from bgpt.tasks.cpu.assembler import assemble
     from bgpt.tasks.cpu.simulator import make_instance, run_program
 
+    out = check_output_file(args.out, [args.program], args.force)
     try:
         text = _read(args.program).decode("utf-8")
     except UnicodeDecodeError as e:
@@ -188,7 +191,7 @@ def _assemble(args: argparse.Namespace) -> int:
     states = run_program(memory, acc, regs)
     data = make_instance(memory, states)
     try:
-        Path(args.out).write_bytes(data)
+        atomic_write_bytes(out, data)
     except OSError as e:
         raise BGPTError(f"cannot write {args.out}: {e.strerror}") from None
     print(

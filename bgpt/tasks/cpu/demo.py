@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bgpt.errors import BGPTError
+from bgpt.validation import check_fields
 
 MARKER = "bgpt-demo.json"
 FAITHFUL_FIGURE = "TODO"
@@ -54,6 +55,7 @@ class DemoConfig:
     """Held-out programs also run free (the whole trace generated from the first state)."""
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not 0 < self.minutes <= 24 * 60:
             raise BGPTError(f"--minutes must be in (0, 1440], got {self.minutes}")
         if self.train < 16 or self.test < 1:
@@ -73,9 +75,10 @@ def _prepare(out: Path) -> None:
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    from bgpt.checkpoint import atomic_write_text, load
+    from bgpt.checkpoint import load
     from bgpt.data import StreamDataset, open_files
     from bgpt.evaluate import evaluate_generative
+    from bgpt.files import atomic_write_text
     from bgpt.tasks.cpu.data import generate_dataset
     from bgpt.tasks.cpu.evaluate import (
         BASELINE_NAMES,
