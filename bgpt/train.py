@@ -254,9 +254,9 @@ def save_checkpoint(run: Path, model, optimizer, step: int, best: float | None, 
     atomic_write(tmp / "trainer.pt", lambda p: torch.save(state, p))
     shutil.rmtree(run / name, ignore_errors=True)
     os.replace(tmp, run / name)
+    if is_best:  # best before latest: a writer killed between the two resumes from the older
+        _swap_link(run, "best", name)  # checkpoint and redoes this one, links and all
     _swap_link(run, "latest", name)
-    if is_best:
-        _swap_link(run, "best", name)
     keep = {os.readlink(run / k) for k in ("latest", "best") if (run / k).is_symlink()}
     for old in run.glob("ckpt-*"):
         if old.name not in keep:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import shutil
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -242,3 +242,24 @@ def test_bad_input_is_one_clear_line_and_touches_nothing(ws, case, capsys):
     assert len(lines) == 1, err
     assert words.lower() in lines[0].lower(), lines[0]
     assert snapshot(ws) == before
+
+
+def test_file_names_that_are_not_utf8_work_in_every_command(tmp_path, capsys):
+    """Not bad input: a Latin-1 file name trains, evaluates, packs, compresses and classifies,
+    and is printed escaped (the audit saw tracebacks in train, eval, pack and compress)."""
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / NOT_UTF8).write_bytes(b"coffee " * 20)
+    (d / "tea_2.txt").write_bytes(b"tea " * 20)
+    tiny = ["--hidden-size", "32", "--patch-layers", "1", "--max-patches", "16", "--steps", "2", "--no-progress",
+            "--dtype", "fp32", "--eval", str(d)]
+    assert main(["pack", str(d), "--out", str(tmp_path / "p")]) == 0
+    assert main(["train", str(tmp_path / "p"), "--out", str(tmp_path / "run"), "--byte-layers", "1", *tiny]) == 0
+    assert main(["eval", str(tmp_path / "run"), str(d)]) == 0
+    assert main(["compress", str(tmp_path / "run"), str(d / NOT_UTF8), "-o", str(tmp_path / "c.bgz"), "-q"]) == 0
+    assert main(["decompress", str(tmp_path / "run"), str(tmp_path / "c.bgz"), "-o", str(tmp_path / "back"), "-q"]) == 0
+    assert (tmp_path / "back").read_bytes() == (d / NOT_UTF8).read_bytes()
+    assert main(["train-classifier", str(d), "--out", str(tmp_path / "clf"), *tiny]) == 0
+    assert main(["classify", str(tmp_path / "clf"), str(d / NOT_UTF8)]) == 0
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err and "caf\\udce9" in out.out
