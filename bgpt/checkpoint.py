@@ -24,6 +24,8 @@ from safetensors.torch import load_file, save_file
 from bgpt.config import BGPTConfig
 from bgpt.errors import BGPTError, CheckpointError
 from bgpt.files import atomic_write, atomic_write_text  # noqa: F401 - re-exported
+from bgpt.hub import is_hub_path
+from bgpt.hub import resolve as resolve_hub
 from bgpt.model import BGPT, BGPTClassifier, build_model
 from bgpt.stream import VOCAB_SIZE
 
@@ -243,7 +245,10 @@ def resolve_model_dir(path: Path) -> Path | None:
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> BGPT | BGPTClassifier:
-    """Load a model from a saved folder, a run folder, or a reference `.pth` (see module doc)."""
+    """Load a model from a saved folder, a run folder, a reference `.pth`, or any of these
+    files on the Hugging Face Hub as `hf://OWNER/REPO/FILE[@REVISION]` (see module doc)."""
+    if is_hub_path(path):
+        path = resolve_hub(str(path))
     path = Path(path)
     if path.is_dir():
         folder = resolve_model_dir(path)

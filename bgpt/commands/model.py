@@ -18,15 +18,20 @@ def info_run(args: argparse.Namespace) -> int:
 
     model = load(args.model)
     c = model.config
+    from bgpt.hub import published_task
+
     report = {
         "kind": "classifier" if c.is_classifier else "generative",
         "parameters": model.num_parameters(),
         "config": c.to_dict(),
+        "published_task": published_task(args.model),
     }
     if args.json:
         print(json.dumps(report))
     else:
         print(f"{args.model}: {report['kind']} bGPT, {report['parameters'] / 1e6:.2f} M parameters")
+        if report["published_task"]:
+            print(f"  one of the paper's published checkpoints: {report['published_task']}")
         for k, v in c.to_dict().items():
             print(f"  {k:13s} {v}")
     return 0
