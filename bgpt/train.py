@@ -263,6 +263,37 @@ def save_checkpoint(run: Path, model, optimizer, step: int, best: float | None, 
             shutil.rmtree(old, ignore_errors=True)
 
 
+class MetricsLog:
+    """A run's metrics: one JSON object per line in RUN/metrics.jsonl and, where `tensorboard` is
+    installed (the `tensorboard` extra), the same scalars as TensorBoard events in
+    RUN/tensorboard/ (`tensorboard --logdir RUN`): train/* for steps, eval/* for evaluations."""
+
+    def __init__(self, run: Path):
+        self.file = open(run / "metrics.jsonl", "a")  # noqa: SIM115 - closed by close()
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard not installed: the JSON lines alone
+            return
+        self.tb = SummaryWriter(str(run / "tensorboard"))
+
+    def write(self, row: dict) -> None:
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            step = row["step"]
+            for k, v in row.items():
+                if k != "step" and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+                    name = f"eval/{k.removeprefix('eval_')}" if k.startswith("eval_") else f"train/{k}"
+                    self.tb.add_scalar(name, v, step)
+            self.tb.flush()
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
 def read_metrics(run: Path) -> list[dict]:
     path = run / "metrics.jsonl"
     if not path.exists():
@@ -507,7 +538,7 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
 
     log(f"{cfg.task}: {len(train_set)} training items, {len(eval_set)} eval items; {model.num_parameters() / 1e6:.2f} M parameters; "
         f"{total} steps of {global_batch} ({cfg.grad_accum} x {micro}, {world} process(es)); {device}, {str(dtype).removeprefix('torch.')}")
-    metrics_file = open(run / "metrics.jsonl", "a") if master else None  # noqa: SIM115
+    metrics_file = MetricsLog(run) if master else None
     bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not (master and cfg.progress), dynamic_ncols=True)
     t_start, window_bytes, window_time = time.time(), 0, 0.0
     last_eval: dict = {}
@@ -573,8 +604,7 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
                     row["bytes_per_s"] = window_bytes / max(window_time, 1e-9)
                     if "data_bytes" in stats_acc and stats_acc["data_bytes"]:
                         row["bpb"] = stats_acc["bits"] / stats_acc["data_bytes"]
-                    metrics_file.write(json.dumps(row) + "\n")
-                    metrics_file.flush()
+                    metrics_file.write(row)
                     window_bytes, window_time, stats_acc = 0, 0.0, {}
             if done % cfg.save_every == 0 or done == total:
                 if master:
@@ -585,8 +615,7 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
                     is_best = best is None or (score is not None and score < best)
                     if is_best:
                         best = score
-                    metrics_file.write(json.dumps({"step": done, **last_eval}) + "\n")
-                    metrics_file.flush()
+                    metrics_file.write({"step": done, **last_eval})
                     save_checkpoint(run, model, optimizer, done, best, is_best, {"step": done, "total": total, **last_eval})
                     plot_metrics(run)
                 if world > 1:

@@ -388,3 +388,21 @@ def test_classification_baselines():
     assert lines[-1].strip() == "model vs best baseline: -10.00 points"
     with pytest.raises(ValueError):
         classification_baselines([], test)
+
+
+def test_tensorboard_events_hold_the_logged_scalars(tmp_path):
+    """With tensorboard installed, the run folder holds TensorBoard events with the same values
+    as metrics.jsonl: train/loss, train/lr, train/bytes_per_s at each logged step, eval/bpb."""
+    ea_mod = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    data = make_text_folder(tmp_path / "d", 8)
+    run_training(cfg(tmp_path, data, steps=4, save_every=2, log_every=2))
+    acc = ea_mod.EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/bpb", "train/bytes_per_s", "eval/bpb", "eval/loss"} <= tags
+    rows = [r for r in read_metrics(tmp_path / "run") if "loss" in r]
+    events = acc.Scalars("train/loss")
+    assert [e.step for e in events] == [r["step"] for r in rows] == [2, 4]
+    assert [e.value for e in events] == pytest.approx([r["loss"] for r in rows], rel=1e-6)
+    evals = [r for r in read_metrics(tmp_path / "run") if "eval_bpb" in r]
+    assert [e.value for e in acc.Scalars("eval/bpb")] == pytest.approx([r["eval_bpb"] for r in evals], rel=1e-6)
