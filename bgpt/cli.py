@@ -17,6 +17,7 @@ from bgpt.validation import finite_float
 # and {prefix}run(args) -> int | None. Modules are imported only to build the parser.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("demo", "demo_", "the main job: train a small model to simulate a CPU, evaluate it, report"),
+    "inspect": ("inspect", "inspect_", "a page of a file's bytes, coloured by the bits a model spends on each, with its top-5 guesses"),
     "info": (
         "model",
         "info_",

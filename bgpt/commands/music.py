@@ -198,4 +198,9 @@ def check_run(args: argparse.Namespace) -> int:
     print(
         f"precision {r['precision']:.4f}  recall {r['recall']:.4f}  F1 {r['f1']:.4f}  (mean F1 per file {r['mean_file_f1']:.4f})"
     )
+    m = r.get("mir_eval")
+    if m:
+        print("mir_eval.transcription, mean per file (onset 50 ms, pitch 50 cents; offset within max(20 %, 50 ms)):")
+        for key, name in (("onset", "onset only"), ("onset_offset", "onset and offset")):
+            print(f"  {name:<18} precision {m[key + '_precision']:.4f}  recall {m[key + '_recall']:.4f}  F1 {m[key + '_f1']:.4f}")
     return 0

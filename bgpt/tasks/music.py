@@ -52,6 +52,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from bgpt.errors import BGPTError
 
 ABC2MIDI_HELP = (
@@ -279,6 +281,46 @@ def midi_notes(data: bytes) -> list[Note]:
     return sorted(notes)
 
 
+def midi_note_times(data: bytes) -> np.ndarray:
+    """(N, 3) MIDI pitch, onset and offset in seconds (the file's own tempo map, as mido plays
+    it) of every note with a positive duration; ValueError if mido cannot read the file."""
+    mido = _mido()
+    try:
+        mid = mido.MidiFile(file=io.BytesIO(data))
+        now, out = 0.0, []
+        sounding: dict[tuple[int, int], list[float]] = defaultdict(list)
+        for msg in mid:  # all tracks merged, times in seconds
+            now += msg.time
+            if msg.type == "note_on" and msg.velocity > 0:
+                sounding[msg.channel, msg.note].append(now)
+            elif msg.type in ("note_on", "note_off") and sounding.get((msg.channel, msg.note)):
+                out.append((msg.note, sounding[msg.channel, msg.note].pop(0), now))
+        out += [(pitch, start, now) for (_, pitch), starts in sounding.items() for start in starts]
+    except Exception as e:  # mido raises many kinds on bad bytes
+        raise ValueError(f"{type(e).__name__}: {e}") from None
+    notes = np.array(sorted(n for n in out if n[2] > n[1]), dtype=float).reshape(-1, 3)
+    return notes
+
+
+def mir_eval_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """mir_eval's note-level transcription F-measures with its standard tolerances (onset
+    50 ms, pitch 50 cents, offset within max(20 % of the note, 50 ms)): onset only, and onset
+    with offset. Empty on both sides scores 1, empty on one side 0."""
+    from mir_eval.transcription import precision_recall_f1_overlap
+    from mir_eval.util import midi_to_hz
+
+    out = {}
+    for key, offset_ratio in (("onset", None), ("onset_offset", 0.2)):
+        if len(pred) == 0 or len(truth) == 0:
+            p = r = f = float(len(pred) == len(truth))
+        else:
+            p, r, f, _ = precision_recall_f1_overlap(
+                truth[:, 1:], midi_to_hz(truth[:, 0]), pred[:, 1:], midi_to_hz(pred[:, 0]), offset_ratio=offset_ratio
+            )
+        out.update({f"{key}_precision": float(p), f"{key}_recall": float(r), f"{key}_f1": float(f)})
+    return out
+
+
 def count_matches(
     pred: Iterable[Note], truth: Iterable[Note], tolerance: float = DEFAULT_TOLERANCE
 ) -> int:
@@ -498,14 +540,19 @@ def _stems(root: Path, ext: str) -> dict[str, Path]:
     }
 
 
-def _notes_of(data: bytes, fmt: str, exe: str | None, timeout: float) -> list[Note]:
-    """Notes of a MIDI file, or of an ABC tune rendered by abc2midi; ValueError if neither works."""
+def _midi_of(data: bytes, fmt: str, exe: str | None, timeout: float) -> bytes:
+    """A MIDI file itself, or an ABC tune rendered by abc2midi; ValueError if that fails."""
     if fmt == "abc":
         r = abc_to_midi(data, exe, timeout)
         if r.midi is None:
             raise ValueError(r.error)
-        data = r.midi
-    return midi_notes(data)
+        return r.midi
+    return data
+
+
+def _notes_of(data: bytes, fmt: str, exe: str | None, timeout: float) -> list[Note]:
+    """Notes of a MIDI file, or of an ABC tune rendered by abc2midi; ValueError if neither works."""
+    return midi_notes(_midi_of(data, fmt, exe, timeout))
 
 
 @dataclass
@@ -519,6 +566,8 @@ class FileCheck:
     error: str | None = None
     prefix: float = 0.0
     """Share of the truth's bytes that the prediction reproduces before its first wrong byte."""
+    mir_eval: dict | None = None
+    """mir_eval's transcription scores of this file (None without mir_eval)."""
 
 
 def common_prefix(a: bytes, b: bytes) -> int:
@@ -575,22 +624,32 @@ def check_folder(
     if extra:
         warn(f"warning: {extra} prediction(s) without a truth file ignored")
 
+    try:
+        import mir_eval  # noqa: F401 - the `music` extra; the checks run without it
+        has_mir_eval = True
+    except ImportError:
+        has_mir_eval = False
+    empty = np.zeros((0, 3))
+    failed = mir_eval_scores(empty, np.ones((1, 3))) if has_mir_eval else None  # all zeros
+
     def one(stem: str) -> FileCheck:
         truth_bytes = truth[stem].read_bytes()
         try:
-            truth_notes = _notes_of(truth_bytes, fmt, exe, timeout)
+            truth_midi = _midi_of(truth_bytes, fmt, exe, timeout)
+            truth_notes, truth_times = midi_notes(truth_midi), midi_note_times(truth_midi)
         except ValueError as e:
             warn(f"warning: truth file {truth[stem]} unreadable ({e}); it has no notes")
-            truth_notes = []
+            truth_notes, truth_times = [], empty
         if stem not in pred:
-            return FileCheck(stem, False, False, 0, len(truth_notes), 0, "missing")
+            return FileCheck(stem, False, False, 0, len(truth_notes), 0, "missing", mir_eval=failed)
         data = pred[stem].read_bytes()
         exact = data == truth_bytes
         prefix = common_prefix(data, truth_bytes) / len(truth_bytes) if truth_bytes else float(exact)
         try:
-            notes = _notes_of(data, fmt, exe, timeout)
+            midi = _midi_of(data, fmt, exe, timeout)
+            notes, times = midi_notes(midi), midi_note_times(midi)
         except ValueError as e:
-            return FileCheck(stem, False, exact, 0, len(truth_notes), 0, str(e), prefix)
+            return FileCheck(stem, False, exact, 0, len(truth_notes), 0, str(e), prefix, mir_eval=failed)
         return FileCheck(
             stem,
             True,
@@ -599,6 +658,7 @@ def check_folder(
             len(truth_notes),
             count_matches(notes, truth_notes, tolerance),
             prefix=prefix,
+            mir_eval=mir_eval_scores(times, truth_times) if has_mir_eval else None,
         )
 
     with ThreadPoolExecutor(_workers(workers) if fmt == "abc" else 1) as pool:
@@ -629,4 +689,7 @@ def check_folder(
         "tolerance": tolerance,
         "ignored_predictions": extra,
         "failures": {c.name: c.error for c in checks if c.error},
+        # mean over files, as the transcription literature reports (a missing or unreadable
+        # prediction scores 0); None where mir_eval is not installed
+        "mir_eval": {k: sum(c.mir_eval[k] for c in checks) / n for k in checks[0].mir_eval} if has_mir_eval else None,
     }

@@ -155,5 +155,20 @@ def run_demo(cfg: DemoConfig) -> dict:
     text = "\n".join(lines)
     print(text)
     atomic_write_text(out / "report.txt", text + "\n")
+    atomic_write_text(out / "report.html", _report_page(model, text, instances[pick] if free else instances[0]))
+    print(f"the same report as a page, with one program's bytes as the model sees them: {out / 'report.html'}")
     atomic_write_text(out / "report.json", json.dumps({k: v for k, v in results.items()}, indent=2, default=str))
     return results
+
+
+def _report_page(model, text: str, inst) -> str:
+    """report.txt as a page, then one held-out program as `bgpt inspect` shows it."""
+    import html
+
+    from bgpt.inspect import analyse, render
+    from bgpt.tasks.cpu.evaluate import one_step_predictions, states_html
+
+    data = inst.memory.tobytes() + inst.states.tobytes()
+    part = analyse(model, data, "bin", title=f"held-out program {inst.name}")
+    part.sections.append(states_html(inst, one_step_predictions(model, [inst])[0], part.bits))
+    return render("bgpt demo", [part], intro=f"<pre>{html.escape(text)}</pre>")

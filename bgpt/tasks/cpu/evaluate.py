@@ -28,6 +28,7 @@ from bgpt.tasks.cpu.isa import (
     FIRST_STATE_PATCH,
     IR_SLICE,
     MAX_PC,
+    MEMORY_SIZE,
     OPS,
     PC_INDEX,
     REGISTER_NAMES,
@@ -255,3 +256,41 @@ def plot_by_length(report: dict, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def states_html(inst: Instance, predicted: np.ndarray, bits: np.ndarray) -> str:
+    """A `bgpt inspect` section: the trace as `bgpt cpu run` prints it, one row per state, each
+    byte coloured by the bits the model spent on it (`bits`: per byte of the instance file) and
+    outlined where the model's one-step greedy prediction (`predicted`, states 1..n) is wrong."""
+    import html
+
+    from bgpt.inspect import colour
+
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in STATE_BYTE_NAMES)
+    rows = []
+    wrong_total = 0
+    for k, state in enumerate(inst.states):
+        cells = []
+        for j, v in enumerate(state):
+            b = bits[MEMORY_SIZE + k * STATE_SIZE + j]
+            guess = None if k == 0 else int(predicted[k - 1][j])
+            wrong = guess is not None and guess != v
+            wrong_total += wrong
+            tip = f"{STATE_BYTE_NAMES[j]} = {v}, {b:.2f} bits" + (f"; model wrote {guess}" if guess is not None else "; given")
+            cells.append(f'<td class="{"wrong" if wrong else ""}" style="background:{colour(b)}" title="{html.escape(tip)}">'
+                         f"{v}{f' ({guess})' if wrong else ''}</td>")
+        ir = "-" if k == 0 else html.escape(_instruction_text(state[IR_SLICE]))
+        rows.append(f"<tr><td>{k}</td><td>{ir}</td>{''.join(cells)}</tr>")
+    n = len(inst.states) - 1
+    return (f"<h3>CPU states (one step: each predicted from the true trace before it; outlined = wrong, "
+            f"the model's byte in brackets)</h3><p>{wrong_total} wrong of {n * STATE_SIZE} state bytes</p>"
+            f"<table><tr><th>state</th><th>IR</th>{head}</tr>{''.join(rows)}</table>")
+
+
+def _instruction_text(word) -> str:
+    from bgpt.tasks.cpu.isa import CPUError, format_instruction
+
+    try:
+        return format_instruction(word)
+    except CPUError:  # a word the model wrote need not be an instruction
+        return " ".join(str(int(b)) for b in word)
