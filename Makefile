@@ -16,12 +16,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,music,media,compress,fast]"
 	touch $@
 
-# Debian tools used by the music and media tasks (abc2midi, espeak-ng).
+# Debian tools used by the music and media tasks (abc2midi, espeak-ng) and by the test that
+# renders a `bgpt inspect` page in a real browser (chromium, headless).
 system-deps:
-	@if command -v abc2midi >/dev/null && command -v espeak-ng >/dev/null; then :; \
+	@if command -v abc2midi >/dev/null && command -v espeak-ng >/dev/null && command -v chromium >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq abcmidi espeak-ng >/dev/null; \
-	else echo "note: install abcmidi and espeak-ng (e.g. sudo apt-get install abcmidi espeak-ng) for the music and media tasks"; fi
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq abcmidi espeak-ng chromium >/dev/null; \
+	else echo "note: install abcmidi, espeak-ng and chromium (e.g. sudo apt-get install abcmidi espeak-ng chromium) for the music and media tasks and the browser test"; fi
 
 demo: setup
 	$(BIN)/bgpt demo $(DEMO_ARGS)
