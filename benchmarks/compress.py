@@ -110,7 +110,7 @@ def run_bgpt(codec: Codec, files: list[tuple[str, bytes]]) -> dict:
 
 
 def bench_set(name: str, model_path: str, folder: str, max_files: int | None, repeats: int) -> dict:
-    files_set = FolderSet(folder, warn=lambda m: print(m, file=sys.stderr))
+    files_set = FolderSet(folder)
     n = len(files_set) if max_files is None else min(max_files, len(files_set))
     if n == 0:
         raise SystemExit(f"{folder}: no files")

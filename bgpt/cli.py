@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from bgpt.errors import BGPTError
@@ -68,7 +69,46 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         getattr(module, prefix + "add_arguments")(p)
         p.set_defaults(_run=getattr(module, prefix + "run"))
+        _add_verbosity(p)
     return parser
+
+
+def _add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """-q/--quiet and -v/--verbose on every command, the same way (sub-subcommands included)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if subs:
+        for child in subs[0].choices.values():
+            _add_verbosity(child)
+        return
+    group = parser.add_argument_group("output")
+    group.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
+    group.add_argument("-v", "--verbose", action="store_true", help="also debug messages")
+
+
+class _Console(logging.Handler):
+    """The CLI's view of the `bgpt` logger: information on stdout as plain lines, warnings and
+    errors on stderr as `warning: ...` / `error: ...`."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                print(f"{record.levelname.lower()}: {msg}", file=sys.stderr, flush=True)
+            else:
+                print(msg, flush=True)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+def configure_logging(quiet: bool = False, verbose: bool = False) -> None:
+    """Route the `bgpt` logger to the console at the level the flags ask for (library code
+    only logs; it configures nothing)."""
+    log = logging.getLogger("bgpt")
+    for h in [h for h in log.handlers if isinstance(h, _Console)]:
+        log.removeHandler(h)
+    log.addHandler(_Console())
+    log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error already printed as one line
+        return e.code if isinstance(e.code, int) else 0
+    configure_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
     try:
         from bgpt.device import keep_freed_memory  # here: `--help` stays quick without torch
 

@@ -10,6 +10,7 @@ with the crops of `bgpt.stream`, and `labels_of` gives classification labels.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 from collections.abc import Iterable
@@ -21,6 +22,8 @@ import numpy as np
 from bgpt.errors import BGPTError
 from bgpt.files import atomic_write, atomic_write_text
 from bgpt.stream import Stream, encode, encode_pair, eval_windows, extension_of, train_window_start
+
+logger = logging.getLogger(__name__)
 
 PACK_FORMAT = "bgpt-pack"
 PACK_VERSION = 1
@@ -45,15 +48,15 @@ class FileSet:
         raise NotImplementedError
 
 
-def scan_folder(root: Path, warn=print) -> list[str]:
+def scan_folder(root: Path) -> list[str]:
     """Regular files under root, recursively, sorted; hidden files and folders skipped.
-    Symlink loops and unreadable files are reported through `warn`, not fatal."""
+    Symlink loops and unreadable files are logged as warnings, not fatal."""
     out: list[str] = []
     seen: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         st = os.stat(dirpath)
         if (st.st_dev, st.st_ino) in seen:
-            warn(f"warning: skipping {dirpath}: symlink loop")
+            logger.warning(f"skipping {dirpath}: symlink loop")
             dirnames[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
@@ -65,21 +68,21 @@ def scan_folder(root: Path, warn=print) -> list[str]:
             try:
                 st = os.stat(path)
             except OSError as e:
-                warn(f"warning: skipping {path}: {e.strerror or e}")
+                logger.warning(f"skipping {path}: {e.strerror or e}")
                 continue
             if not stat.S_ISREG(st.st_mode):
                 continue
             if not os.access(path, os.R_OK):
-                warn(f"warning: skipping {path}: not readable")
+                logger.warning(f"skipping {path}: not readable")
                 continue
             out.append(os.path.relpath(path, root))
     return out
 
 
 class FolderSet(FileSet):
-    def __init__(self, root: str | Path, warn=print):
+    def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.names = scan_folder(self.root, warn)
+        self.names = scan_folder(self.root)
 
     def read(self, i: int) -> bytes:
         path = self.root / self.names[i]
@@ -231,15 +234,37 @@ def is_packed(path: Path) -> bool:
     return (path / INDEX_NAME).is_file()
 
 
-def open_files(paths: Iterable[str | Path], warn=print) -> FileSet:
-    """Folders and packed sets, concatenated. An empty result is an error."""
+class SingleFile(FileSet):
+    """One file given by itself (`bgpt eval MODEL tune.abc`); its name is its file name."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.names = [self.path.name]
+
+    def read(self, i: int) -> bytes:
+        try:
+            return self.path.read_bytes()
+        except OSError as e:
+            raise BGPTError(f"cannot read {self.path}: {e.strerror or e}") from None
+
+    def size(self, i: int) -> int:
+        return self.path.stat().st_size
+
+
+def open_files(paths: Iterable[str | Path]) -> FileSet:
+    """Files, folders and packed sets, concatenated. An empty result is an error."""
     parts: list[FileSet] = []
     for p in map(Path, paths):
         if not p.exists():
-            raise BGPTError(f"{p}: no such folder")
+            raise BGPTError(f"{p}: no such file or folder")
+        if p.is_file():
+            if not os.access(p, os.R_OK):
+                raise BGPTError(f"{p}: not readable")
+            parts.append(SingleFile(p))
+            continue
         if not p.is_dir():
-            raise BGPTError(f"{p}: is a file; give a folder of files or a packed set (bgpt pack)")
-        parts.append(PackedSet(p) if is_packed(p) else FolderSet(p, warn))
+            raise BGPTError(f"{p}: neither a file nor a folder")
+        parts.append(PackedSet(p) if is_packed(p) else FolderSet(p))
         if len(parts[-1]) == 0:
             raise BGPTError(f"{p}: no files in this folder")
     if not parts:
@@ -279,7 +304,7 @@ def parse_conversion(spec: str) -> list[tuple[str, str]]:
     raise BGPTError(f"conversion {spec!r}: expected 'X->Y' (one way) or 'X&Y' (both ways), e.g. 'abc->mid'")
 
 
-def pair_by_stem(files: FileSet, src: str, dst: str, warn=print) -> list[tuple[int, int]]:
+def pair_by_stem(files: FileSet, src: str, dst: str) -> list[tuple[int, int]]:
     """(index of X, index of Y) for every path stem that has both extensions."""
     by_ext: dict[str, dict[str, int]] = {src: {}, dst: {}}
     for i, name in enumerate(files.names):
@@ -289,7 +314,7 @@ def pair_by_stem(files: FileSet, src: str, dst: str, warn=print) -> list[tuple[i
     pairs = [(i, by_ext[dst][stem]) for stem, i in sorted(by_ext[src].items()) if stem in by_ext[dst]]
     lonely = len(by_ext[src]) + len(by_ext[dst]) - 2 * len(pairs)
     if lonely:
-        warn(f"warning: {lonely} .{src}/.{dst} file(s) without a partner skipped")
+        logger.warning(f"{lonely} .{src}/.{dst} file(s) without a partner skipped")
     if not pairs:
         raise BGPTError(f"no .{src}/.{dst} pairs with the same path stem found")
     return pairs
@@ -322,13 +347,13 @@ class StreamDataset:
     generator derived from (seed, epoch, item), so a resumed run sees the same crops.
     `train=False`: every evaluation window of every item (see `stream.eval_windows`)."""
 
-    def __init__(self, files: FileSet, patch_size: int, max_patches: int, conversion: str | None = None, labels: list[str] | None = None, warn=print):
+    def __init__(self, files: FileSet, patch_size: int, max_patches: int, conversion: str | None = None, labels: list[str] | None = None):
         self.files = files
         self.patch_size = patch_size
         self.max_patches = max_patches
         self.items: list[tuple[int, ...]]
         if conversion:
-            per_direction = [[pair + (a, b) for pair in pair_by_stem(files, a, b, warn)] for a, b in parse_conversion(conversion)]
+            per_direction = [[pair + (a, b) for pair in pair_by_stem(files, a, b)] for a, b in parse_conversion(conversion)]
             self.items = [it for group in zip(*per_direction, strict=False) for it in group]  # directions interleaved
         else:
             self.items = [(i,) for i in range(len(files))]

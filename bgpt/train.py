@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import shutil
@@ -42,6 +43,8 @@ from bgpt.files import FolderLock, atomic_write, atomic_write_text, check_output
 from bgpt.model import BGPT, BGPTClassifier, build_model
 from bgpt.stream import ROLE_NONE, collate
 from bgpt.validation import check_fields, check_ranges
+
+logger = logging.getLogger(__name__)
 
 LN2 = math.log(2)
 MODEL_FIELDS = (
@@ -444,7 +447,7 @@ def _trainer_state(run: Path) -> dict:
 def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torch.nn.Module]:
     rank, world, device = _dist_setup(cfg.device)
     master = rank == 0
-    log = print if master else (lambda *a, **k: None)
+    log = logger.info if master else (lambda *a, **k: None)
     run = Path(cfg.out)
     check_output_folder(run, [*cfg.data, *cfg.eval])
     if master and not cfg.resume and (run / "latest").exists():
@@ -463,10 +466,9 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
     per_rank = micro // world
 
     # data
-    warn = log
-    files = open_files(cfg.data, warn)
+    files = open_files(cfg.data)
     if cfg.eval:
-        train_files, eval_files = files, open_files(cfg.eval, warn)
+        train_files, eval_files = files, open_files(cfg.eval)
     else:
         train_files, eval_files = split_holdout(files, cfg.eval_fraction, seed=cfg.seed)
     labels = None
@@ -484,8 +486,8 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
     config: BGPTConfig = model.config
     if cfg.task == "generate" and config.is_classifier:
         raise BGPTError("this run's model is a classifier; use bgpt train-classifier")
-    train_set = StreamDataset(train_files, config.patch_size, config.max_patches, cfg.conversion, labels if cfg.task == "classify" else None, warn)
-    eval_set = StreamDataset(eval_files, config.patch_size, config.max_patches, cfg.conversion, labels if cfg.task == "classify" else None, warn)
+    train_set = StreamDataset(train_files, config.patch_size, config.max_patches, cfg.conversion, labels if cfg.task == "classify" else None)
+    eval_set = StreamDataset(eval_files, config.patch_size, config.max_patches, cfg.conversion, labels if cfg.task == "classify" else None)
     if cfg.conversion and cfg.task == "classify":
         raise BGPTError("conversion pairs are for generative training")
     global_batch = cfg.batch_size

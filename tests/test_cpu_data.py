@@ -1,6 +1,5 @@
 """The CPU-states dataset generator, true traces and the `cpu` command line."""
 
-import argparse
 import hashlib
 from pathlib import Path
 
@@ -130,9 +129,11 @@ def test_true_trace():
 
 
 def run_cli(*argv: str) -> int:
-    root = argparse.ArgumentParser(prog="bgpt")
-    cli.add_parsers(root.add_subparsers(dest="command", required=True))
-    args = root.parse_args(list(argv))
+    """The `bgpt` parser's command, run without the entry point's error handling (BGPTError
+    propagates to the test)."""
+    from bgpt.cli import build_parser
+
+    args = build_parser().parse_args(list(argv))
     return args._run(args)
 
 
@@ -149,7 +150,7 @@ def test_cli_assemble_and_translate(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "ADD A B C" in text and "all states match the simulator" in text
     assert (
-        run_cli("cpu", "assemble", str(src), "--out", str(out), "--seed", "1", "--state", "A=0")
+        run_cli("cpu", "assemble", str(src), "--out", str(out), "--seed", "1", "--state", "A=0", "--force")
         == 0
     )
     random_start = out.read_bytes()[1024:1040]

@@ -455,6 +455,7 @@ def test_cli_generate_writes_files(saved, tmp_path):
                 "--batch-size",
                 "1",
                 "-q",
+                "--force",  # replaces the files of the first run
             ]
         )
         == 0

@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import logging
 import shutil
 import struct
 import subprocess
@@ -154,7 +155,7 @@ def test_convert_folder_keeps_names_and_subfolders(tmp_path):
     (src / "sub").mkdir(parents=True)
     write_wav(src / "yes_1.wav", np.round(tone(500, 8000, 0.2) * 1000), 8000)
     write_wav(src / "sub" / "no_2.wav", np.round(tone(500, 11025, 0.2) * 1000), 11025)
-    written, errors = media.convert_files("audio", [src], tmp_path / "out", warn=lambda m: None)
+    written, errors = media.convert_files("audio", [src], tmp_path / "out")
     assert errors == []
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in written) == [
         "sub/no_2.wav",
@@ -168,7 +169,7 @@ def test_same_output_name_is_one_error(tmp_path):
     d.mkdir()
     write_wav(d / "a.wav", np.zeros(100, np.int16), 8000)
     written, errors = media.convert_files(
-        "audio", [tmp_path / "a.wav", d / "a.wav"], tmp_path / "out", warn=lambda m: None
+        "audio", [tmp_path / "a.wav", d / "a.wav"], tmp_path / "out"
     )
     assert len(written) == 1 and len(errors) == 1 and "same output name" in errors[0]
 
@@ -288,7 +289,7 @@ def check_set(out: Path, ext: str) -> dict:
 def test_digits_set(tmp_path):
     pytest.importorskip("sklearn")
     out = tmp_path / "digits"
-    s = media.build_set("digits", out, per_label=5, labels=["0", "1", "7"], warn=lambda m: None)
+    s = media.build_set("digits", out, per_label=5, labels=["0", "1", "7"])
     assert s["counts"] == {"train": {"0": 4, "1": 4, "7": 4}, "test": {"0": 1, "1": 1, "7": 1}}
     m = check_set(out, ".bmp")
     for p in out.rglob("*.bmp"):
@@ -300,7 +301,7 @@ def test_digits_set(tmp_path):
     assert not idx["train"] & idx["test"]
     # deterministic: same seed, same bytes; another seed, another selection
     media.build_set(
-        "digits", tmp_path / "again", per_label=5, labels=["0", "1", "7"], warn=lambda m: None
+        "digits", tmp_path / "again", per_label=5, labels=["0", "1", "7"]
     )
     assert digest(out) == digest(tmp_path / "again")
     media.build_set(
@@ -309,7 +310,6 @@ def test_digits_set(tmp_path):
         per_label=5,
         labels=["0", "1", "7"],
         seed=1,
-        warn=lambda m: None,
     )
     assert digest(out) != digest(tmp_path / "seed1")
     # the image is the digit: white ink on black, each pixel 4 x 4
@@ -323,7 +323,7 @@ def test_digits_set(tmp_path):
 
 def test_full_digits_counts(tmp_path):
     pytest.importorskip("sklearn")
-    s = media.build_set("digits", tmp_path / "d", warn=lambda m: None)
+    s = media.build_set("digits", tmp_path / "d")
     assert sum(s["counts"]["train"].values()) + sum(s["counts"]["test"].values()) == 1797
     assert sum(s["counts"]["test"].values()) == 359
 
@@ -360,7 +360,7 @@ def test_build_refuses_to_mix_sets(tmp_path, capsys):
 def test_text_set(tmp_path):
     out = tmp_path / "text"
     s = media.build_set(
-        "text", out, per_label=6, labels=["asyncio", "email", "logging"], warn=lambda m: None
+        "text", out, per_label=6, labels=["asyncio", "email", "logging"]
     )
     assert s["counts"]["train"] == {"asyncio": 5, "email": 5, "logging": 5}
     m = check_set(out, ".txt")
@@ -379,7 +379,6 @@ def test_text_set(tmp_path):
         tmp_path / "again",
         per_label=6,
         labels=["asyncio", "email", "logging"],
-        warn=lambda m: None,
     )
     assert digest(out) == digest(tmp_path / "again")
 
@@ -394,7 +393,7 @@ def test_text_labels_are_stdlib_packages():
 def test_speech_set(tmp_path):
     out = tmp_path / "speech"
     s = media.build_set(
-        "speech", out, per_label=3, labels=["yes", "no", "stop"], jobs=2, warn=lambda m: None
+        "speech", out, per_label=3, labels=["yes", "no", "stop"], jobs=2
     )
     assert s["counts"] == {
         "train": {"no": 2, "stop": 2, "yes": 2},
@@ -416,7 +415,6 @@ def test_speech_set(tmp_path):
         per_label=3,
         labels=["yes", "no", "stop"],
         jobs=1,
-        warn=lambda m: None,
     )
     assert digest(out) == digest(tmp_path / "again")
 
@@ -427,7 +425,7 @@ def test_speech_speakers_split_and_spectrograms(tmp_path):
     assert len(variants) >= 50
     out = tmp_path / "sp"
     media.build_set(
-        "speech", out, per_label=2, labels=["left", "nine"], spectrogram=True, warn=lambda m: None
+        "speech", out, per_label=2, labels=["left", "nine"], spectrogram=True
     )
     check_set(out, ".bmp")
     for p in out.rglob("*.bmp"):
@@ -435,7 +433,7 @@ def test_speech_speakers_split_and_spectrograms(tmp_path):
         assert px.max() == 255
     with pytest.raises(BGPTError, match="lower-case"):
         media.build_set(
-            "speech", tmp_path / "bad", per_label=2, labels=["Bad_word"], warn=lambda m: None
+            "speech", tmp_path / "bad", per_label=2, labels=["Bad_word"]
         )
 
 
@@ -472,9 +470,23 @@ def test_filetype_checks_and_groups(tmp_path):
 @pytest.fixture(scope="module")
 def filetypes_set(tmp_path_factory):
     out = tmp_path_factory.mktemp("ft") / "set"
-    notes = []
-    summary = media.build_set("filetypes", out, per_label=3, warn=notes.append)
-    return out, summary, notes
+    handler = _Collect()
+    log = logging.getLogger("bgpt")
+    log.addHandler(handler)
+    try:
+        summary = media.build_set("filetypes", out, per_label=3)
+    finally:
+        log.removeHandler(handler)
+    return out, summary, handler.messages
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
 
 
 def test_filetypes_set(filetypes_set):
@@ -501,7 +513,7 @@ def test_filetypes_set(filetypes_set):
 @pytest.mark.slow
 def test_filetypes_set_is_deterministic(filetypes_set, tmp_path):
     out, _, _ = filetypes_set
-    media.build_set("filetypes", tmp_path / "again", per_label=3, warn=lambda m: None)
+    media.build_set("filetypes", tmp_path / "again", per_label=3)
     assert digest(out) == digest(tmp_path / "again")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -294,7 +295,7 @@ def test_common_prefix():
     assert common_prefix(b"xbc", b"abc") == 0
 
 
-def test_check_midi_folder_figures(tmp_path):
+def test_check_midi_folder_figures(tmp_path, caplog):
     pytest.importorskip("mido")
     truth, pred = tmp_path / "truth", tmp_path / "pred"
     a = [(60, 0, 480), (62, 480, 480), (64, 960, 480), (65, 1440, 480)]
@@ -309,9 +310,10 @@ def test_check_midi_folder_figures(tmp_path):
     write_midi(pred / "sub" / "b.mid", [(67, 0, 1920), (69, 1920, 960), (70, 2880, 960)], tpb=960)
     (pred / "c.mid").write_bytes(b"MThd\x00\x00\x00\x06broken")  # unreadable
     write_midi(pred / "extra.mid", a)  # no truth: ignored
-    warnings = []
-    r = check_folder(pred, truth, warn=warnings.append)
-    assert r["format"] == "mid" and r["files"] == 3 and r["ignored_predictions"] == 1 and warnings
+    with caplog.at_level(logging.WARNING, logger="bgpt"):
+        r = check_folder(pred, truth)
+    assert r["format"] == "mid" and r["files"] == 3 and r["ignored_predictions"] == 1
+    assert any("without a truth file" in rec.getMessage() for rec in caplog.records)
     assert (r["parsed"], r["exact"], r["missing"]) == (2, 1, 0)
     assert r["parse_rate"] == pytest.approx(2 / 3) and r["exact_rate"] == pytest.approx(1 / 3)
     assert (r["notes_predicted"], r["notes_truth"], r["notes_matched"]) == (7, 9, 6)
@@ -328,7 +330,7 @@ def test_check_midi_folder_figures(tmp_path):
         assert m["onset_precision"] == pytest.approx((1 + 2 / 3) / 3)
 
     (pred / "c.mid").unlink()  # a missing prediction is a failure too
-    r = check_folder(pred, truth, warn=lambda m: None)
+    r = check_folder(pred, truth)
     assert (r["parsed"], r["missing"], r["failures"]["c"]) == (2, 1, "missing")
     assert r["recall"] == pytest.approx(6 / 9)
 

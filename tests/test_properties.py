@@ -74,9 +74,9 @@ def test_pairing_by_stem(tmp_path_factory, stems, lonely):
     files = open_files([root])
     if not expected:
         with pytest.raises(Exception, match="no .abc/.mid pairs"):
-            pair_by_stem(files, "abc", "mid", warn=lambda m: None)
+            pair_by_stem(files, "abc", "mid")
         return
-    pairs = pair_by_stem(files, "abc", "mid", warn=lambda m: None)
+    pairs = pair_by_stem(files, "abc", "mid")
     assert {files.names[i].rsplit(".", 1)[0] for i, _ in pairs} == expected
     for i, j in pairs:
         assert files.names[i][:-4] == files.names[j][:-4] and files.read(i) == files.read(j)

@@ -1,4 +1,5 @@
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -58,7 +59,7 @@ def test_data_order_is_epochs_of_permutations():
     assert items_for_step(2, 4, 10, 3) == slots[8:12]  # a pure function of the step
 
 
-def test_folder_scan_skips_hidden_and_reports_loops(tmp_path):
+def test_folder_scan_skips_hidden_and_reports_loops(tmp_path, caplog):
     root = tmp_path / "d"
     (root / "sub").mkdir(parents=True)
     (root / "a.txt").write_text("a")
@@ -67,10 +68,10 @@ def test_folder_scan_skips_hidden_and_reports_loops(tmp_path):
     (root / ".git" / "x").write_text("x")
     (root / "sub" / "b.bin").write_bytes(b"\x00")
     os.symlink(root, root / "sub" / "loop")
-    warnings = []
-    files = open_files([root], warn=warnings.append)
+    with caplog.at_level(logging.WARNING, logger="bgpt"):
+        files = open_files([root])
     assert files.names == ["a.txt", "sub/b.bin"]
-    assert any("symlink loop" in w for w in warnings)
+    assert any("symlink loop" in r.getMessage() for r in caplog.records)
 
 
 def test_pack_round_trip_and_truncation(tmp_path):
@@ -120,7 +121,7 @@ def test_conversion_pairs_by_stem(tmp_path):
         (root / f"{stem}.mid").write_bytes(b"MThd" + stem.encode())
     (root / "lonely.abc").write_text("X:1")
     files = open_files([root])
-    pairs = pair_by_stem(files, "abc", "mid", warn=lambda m: None)
+    pairs = pair_by_stem(files, "abc", "mid")
     assert [(files.names[x], files.names[y]) for x, y in pairs] == [("a.abc", "a.mid"), ("b.abc", "b.mid"), ("x/c.abc", "x/c.mid")]
     assert parse_conversion("abc&mid") == [("abc", "mid"), ("mid", "abc")]
     with pytest.raises(BGPTError):
@@ -283,20 +284,20 @@ def test_bad_inputs_one_line_errors(tmp_path, capsys):
     (tmp_path / "file.txt").write_text("x")
     (tmp_path / "bad.pth").write_bytes(b"junk")
     out = ["--out", str(tmp_path / "run")]
-    one_line_error(capsys, ["train", str(tmp_path / "nope")] + out, "no such folder")
+    one_line_error(capsys, ["train", str(tmp_path / "nope")] + out, "no such file or folder")
     one_line_error(capsys, ["train", str(tmp_path / "empty")] + out, "no files")
-    one_line_error(capsys, ["train", str(tmp_path / "file.txt")] + out, "is a file")
+    one_line_error(capsys, ["train", str(tmp_path / "file.txt")] + out, "too few files")  # one file, nothing held out
     one_line_error(capsys, ["train", str(data), "--batch-size", "0"] + out, "absurd setting")
     one_line_error(capsys, ["train", str(data), "--lr", "5"] + out, "absurd setting")
     one_line_error(capsys, ["train", str(data), "--hidden-size", "100", "--heads", "3"] + out, "divisible")
-    one_line_error(capsys, ["train", str(data), "--init", str(tmp_path / "bad.pth")] + out, "not a loadable")
+    one_line_error(capsys, ["train", str(data), "--init", str(tmp_path / "bad.pth")] + out, "PyTorch checkpoint")
     one_line_error(capsys, ["train", str(data), "--resume"] + out, "no checkpoint to resume")
     one_line_error(capsys, ["train", str(data), "--conversion", "abc->mid"] + out, "no .abc/.mid pairs")
     one_line_error(capsys, ["train", str(data), "--conversion", "abc"] + out, "expected 'X->Y'")
     one_line_error(capsys, ["train", str(data), "--config", "giant"] + out, "neither a preset")
     one_line_error(capsys, ["train-classifier", str(data), "--init", str(tmp_path / "bad.pth")] + out, "no label")
-    one_line_error(capsys, ["eval", str(tmp_path / "bad.pth"), str(data)], "not a loadable")
-    one_line_error(capsys, ["classify", str(tmp_path / "bad.pth"), str(tmp_path / "file.txt")], "not a loadable")
+    one_line_error(capsys, ["eval", str(tmp_path / "bad.pth"), str(data)], "PyTorch checkpoint")
+    one_line_error(capsys, ["classify", str(tmp_path / "bad.pth"), str(tmp_path / "file.txt")], "PyTorch checkpoint")
     one_line_error(capsys, ["pack", str(tmp_path / "empty"), "--out", str(tmp_path / "p")], "no files")
     assert not (tmp_path / "run").exists()  # nothing half-written
 
@@ -406,3 +407,15 @@ def test_tensorboard_events_hold_the_logged_scalars(tmp_path):
     assert [e.value for e in events] == pytest.approx([r["loss"] for r in rows], rel=1e-6)
     evals = [r for r in read_metrics(tmp_path / "run") if "eval_bpb" in r]
     assert [e.value for e in acc.Scalars("eval/bpb")] == pytest.approx([r["eval_bpb"] for r in evals], rel=1e-6)
+
+
+def test_data_arguments_take_single_files(tmp_path, capsys):
+    """Every DATA argument takes files as well as folders: `bgpt eval MODEL a.txt b.txt`."""
+    data = make_text_folder(tmp_path / "d", 6)
+    run_training(cfg(tmp_path, data, steps=2))
+    files = sorted(str(p) for p in data.iterdir())[:2]
+    assert main(["eval", str(tmp_path / "run"), *files, "--json"]) == 0
+    one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert one["files"] == 2 and one["bytes"] == sum(Path(f).stat().st_size for f in files)
+    assert main(["eval", str(tmp_path / "run"), files[0], str(data), "--json"]) == 0  # mixed
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["files"] == 7

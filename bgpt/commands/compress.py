@@ -22,7 +22,6 @@ def _add_common(p: argparse.ArgumentParser, what: str, output_help: str) -> None
     p.add_argument("files", nargs="+", metavar="FILE", help=what)
     p.add_argument("-o", "--output", default=None, help=output_help)
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def _outputs(args: argparse.Namespace, name_of) -> list[tuple[Path, Path]]:

@@ -81,7 +81,6 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
         help="CPU threads for torch (default 0: torch's choice); on a busy machine 1 is often "
         "much faster, see docs/benchmarks.md",
     )
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 DEFAULT_BATCH = 64

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from bgpt.errors import BGPTError
@@ -109,13 +108,13 @@ BASELINE_BYTES = 4096
 `bgpt train-classifier` trains by default."""
 
 
-def _set_baselines(out: Path, warn) -> dict:
+def _set_baselines(out: Path) -> dict:
     """The trivial baselines of a built set, fitted on out/train, scored on out/test."""
     from bgpt.baselines import classification_baselines
     from bgpt.data import label_of, open_files
 
     def pairs(folder: Path):
-        files = open_files([folder], warn)
+        files = open_files([folder])
         return [(files.read(i), label_of(files.names[i])) for i in range(len(files))]
 
     return classification_baselines(pairs(out / "train"), pairs(out / "test"), BASELINE_BYTES)
@@ -124,8 +123,6 @@ def _set_baselines(out: Path, warn) -> dict:
 def media_run(args: argparse.Namespace) -> int:
     from bgpt.tasks import media
 
-    def warn(msg: str) -> None:
-        print(msg, file=sys.stderr)
 
     if args.media_command == "build":
         options: dict = {}
@@ -139,8 +136,8 @@ def media_run(args: argparse.Namespace) -> int:
             raise BGPTError("--max-bytes and --roots are options of the filetypes set")
         labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
         summary = media.build_set(args.name, args.out, test_fraction=args.test_fraction, per_label=args.per_label,
-                                  labels=labels, seed=args.seed, overwrite=args.overwrite, warn=warn, **options)  # fmt: skip
-        summary["baselines"] = _set_baselines(Path(args.out), warn)
+                                  labels=labels, seed=args.seed, overwrite=args.overwrite, **options)  # fmt: skip
+        summary["baselines"] = _set_baselines(Path(args.out))
         if args.json:
             print(json.dumps(summary))
         else:
@@ -160,7 +157,7 @@ def media_run(args: argparse.Namespace) -> int:
         "spectrogram": lambda: {"offset": args.offset, "colormap": args.colormap},
     }[args.media_command]()
     written, errors = media.convert_files(
-        args.media_command, args.inputs, args.out, warn=warn, force=args.force, **options
+        args.media_command, args.inputs, args.out, force=args.force, **options
     )
     total = len(written) + len(errors)
     print(f"converted {len(written)} of {total} file{'s' * (total != 1)} into {args.out}")

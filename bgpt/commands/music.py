@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from bgpt.errors import BGPTError
 from bgpt.validation import finite_float, int_at_least
@@ -179,7 +178,6 @@ def check_run(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
         timeout=args.timeout,
         workers=args.workers,
-        warn=lambda m: print(m, file=sys.stderr),
     )
     if args.json:
         print(json.dumps(r))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from bgpt.commands._args import add_fields, collect
@@ -32,6 +31,8 @@ def _add_train(p: argparse.ArgumentParser, fields: list[str]) -> None:
 def _train_config(args: argparse.Namespace, fields: list[str], task: str) -> TrainConfig:
     overrides = {k: v for k, v in collect(args, MODEL_OVERRIDES, "model_").items() if v is not None}
     given = {k: v for k, v in collect(args, fields).items() if v is not None}  # unset: the field's default
+    if args.quiet:
+        given["progress"] = False
     return TrainConfig(data=args.data, out=args.out, task=task, model_overrides=overrides, **given)
 
 
@@ -74,13 +75,13 @@ def eval_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-baselines", action="store_true", help="classifiers: skip the trivial baselines")
 
 
-def _baseline_train_files(args: argparse.Namespace, warn):
+def _baseline_train_files(args: argparse.Namespace):
     """The files a classifier's baselines are fitted on: --baseline-train, else the training
     files recorded in the run folder (its --data less the held-out part, as training split it)."""
     from bgpt.data import open_files, split_holdout
 
     if args.baseline_train:
-        return open_files(args.baseline_train, warn)
+        return open_files(args.baseline_train)
     run_config = Path(args.model) / "config.json"
     try:
         train = json.loads(run_config.read_text())["train"]
@@ -89,17 +90,17 @@ def _baseline_train_files(args: argparse.Namespace, warn):
         return None  # a saved model or a .pth: nothing recorded
     if not data or not all(Path(d).exists() for d in data):
         return None
-    files = open_files(data, warn)
+    files = open_files(data)
     return files if held_out else split_holdout(files, fraction, seed)[0]
 
 
-def classification_report_baselines(args: argparse.Namespace, test_files, test_indices, max_bytes: int, warn) -> dict | None:
+def classification_report_baselines(args: argparse.Namespace, test_files, test_indices, max_bytes: int) -> dict | None:
     from bgpt.baselines import classification_baselines
     from bgpt.data import label_of
 
     if args.no_baselines:
         return None
-    train_files = _baseline_train_files(args, warn)
+    train_files = _baseline_train_files(args)
     if train_files is None:
         return None
 
@@ -122,19 +123,17 @@ def eval_run(args: argparse.Namespace) -> int:
     model = load(args.model).to(device)
     c = model.config
 
-    def warn(m: str) -> None:
-        print(m, file=sys.stderr)
 
-    files = open_files(args.data, warn)
+    files = open_files(args.data)
     if c.is_classifier:
         if args.conversion:
             raise BGPTError("--conversion is for generative models")
-        ds = StreamDataset(files, c.patch_size, c.max_patches, labels=c.labels or [str(i) for i in range(c.num_classes)], warn=warn)
+        ds = StreamDataset(files, c.patch_size, c.max_patches, labels=c.labels or [str(i) for i in range(c.num_classes)])
         r = evaluate_classifier(model, ds, args.batch_size, device, dtype, args.max_files)
         from bgpt.evaluate import spread
 
         r["baselines"] = classification_report_baselines(  # on the same files as the model
-            args, files, spread(len(files), args.max_files), c.context_bytes, warn
+            args, files, spread(len(files), args.max_files), c.context_bytes
         )
         if args.json:
             print(json.dumps(r))
@@ -152,7 +151,7 @@ def eval_run(args: argparse.Namespace) -> int:
         for name, row in zip(labels, r["confusion"], strict=False):
             print(f"{name:<{width}}" + " ".join(f"{v:>8}" for v in row))
         return 0
-    ds = StreamDataset(files, c.patch_size, c.max_patches, args.conversion, warn=warn)
+    ds = StreamDataset(files, c.patch_size, c.max_patches, args.conversion)
     r = evaluate_generative(model, ds, args.batch_size, device, dtype, args.max_files, progress=not args.json)
     if args.json:
         print(json.dumps(r))
@@ -229,7 +228,7 @@ def pack_run(args: argparse.Namespace) -> int:
     out = check_output_folder(args.out, args.folders)
     if out.is_dir() and any(out.iterdir()) and not (args.force and (out / INDEX_NAME).is_file()):
         raise BGPTError(f"{out}: exists and is not empty" + ("; pass --force to replace the packed set there" if (out / INDEX_NAME).is_file() else ""))
-    files = open_files(args.folders, warn=lambda m: print(m, file=sys.stderr))
+    files = open_files(args.folders)
     total = 0
     with PackWriter(args.out) as w:
         for i in tqdm(range(len(files)), desc="pack", unit="file"):

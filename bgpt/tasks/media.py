@@ -26,6 +26,7 @@ import functools
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import random
@@ -44,6 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from bgpt.errors import BGPTError
+
+logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 8000  # Hz: the paper's audio format
 CLIP_SAMPLES = 8000  # exactly 1 s
@@ -316,11 +319,11 @@ def _expand(inputs: Iterable[str | Path]) -> list[tuple[Path, Path]]:
 
 
 def convert_files(
-    kind: str, inputs: Iterable[str | Path], out: str | Path, warn=print, force: bool = False, **options
+    kind: str, inputs: Iterable[str | Path], out: str | Path, force: bool = False, **options
 ) -> tuple[list[Path], list[str]]:
     """Convert every input file (folders recursively) into `out`, keeping each file's name
     with the new extension. A file that fails gets one message in the returned error list
-    (also passed to `warn`) and the rest still convert. Returns (written paths, errors).
+    (also logged as an error) and the rest still convert. Returns (written paths, errors).
     `out` is never an input folder nor inside one; an existing output file is an error for
     that file unless `force`, and never an input or a symlink."""
     from bgpt.files import atomic_write_bytes, check_output_file, check_output_folder
@@ -343,7 +346,7 @@ def convert_files(
         except (MediaError, BGPTError, OSError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             errors.append(f"{src}: {reason}")
-            warn(f"error: {src}: {reason}")
+            logger.error(f"{src}: {reason}")
             continue
         claimed[target] = src
         written.append(target)
@@ -988,7 +991,6 @@ def _assign_groups(
     quotas: tuple[int, int],
     fraction: float,
     seed: int,
-    warn,
 ) -> tuple[set[str], list[str]]:
     """Which source packages go to test. All start in train; in hash order (seeded, so the
     choice is random but repeatable) a package moves to test when one of its types still
@@ -1004,9 +1006,7 @@ def _assign_groups(
         if len(found[lab]) >= 2:
             labels.append(lab)
         else:
-            warn(
-                f"note: type {lab} left out: found in one source package only ({next(iter(found[lab]))})"
-            )
+            logger.warning(f"type {lab} left out: found in one source package only ({next(iter(found[lab]))})")
     in_group: dict[str, dict[str, int]] = defaultdict(dict)
     for lab in labels:
         for g, paths in found[lab].items():
@@ -1028,7 +1028,7 @@ def _assign_groups(
         if train[lab] and test[lab]:
             kept.append(lab)
         else:
-            warn(f"note: type {lab} left out: its source packages cannot be put on both sides")
+            logger.warning(f"type {lab} left out: its source packages cannot be put on both sides")
     return test_groups, kept
 
 
@@ -1040,7 +1040,6 @@ def build_filetypes(
     seed=0,
     max_bytes=DEFAULT_MAX_BYTES,
     roots=None,
-    warn=print,
     **_,
 ) -> list[Item]:
     """Real files of this machine, cut to `max_bytes`, labelled by type.
@@ -1063,7 +1062,7 @@ def build_filetypes(
         _select_labels(sorted(FILETYPES), labels, "file types")
         found = {lab: gs for lab, gs in found.items() if lab in labels}
     n_test = _test_count(n, test_fraction)
-    test_groups, kept = _assign_groups(found, (n - n_test, n_test), test_fraction, seed, warn)
+    test_groups, kept = _assign_groups(found, (n - n_test, n_test), test_fraction, seed)
     seen: set[bytes] = set()
     train_names: set[tuple[str, str]] = set()
     items: list[Item] = []
@@ -1107,7 +1106,7 @@ def build_filetypes(
                             taken += 1
                             break
             if taken < quota:
-                warn(f"note: type {lab}: {taken} of {quota} {split} files found")
+                logger.warning(f"type {lab}: {taken} of {quota} {split} files found")
     return items
 
 
@@ -1129,7 +1128,7 @@ BUILDERS: dict[str, Callable[..., list[Item]]] = {
 
 
 def build_set(name: str, out: str | Path, *, test_fraction: float = 0.2, per_label: int | None = None,
-              labels: list[str] | None = None, seed: int = 0, overwrite: bool = False, warn=print,
+              labels: list[str] | None = None, seed: int = 0, overwrite: bool = False,
               **options) -> dict:  # fmt: skip
     """Build the labelled set `name` into out/train and out/test (+ out/manifest.json);
     return the manifest summary (options, labels, counts per split and label)."""
@@ -1149,7 +1148,6 @@ def build_set(name: str, out: str | Path, *, test_fraction: float = 0.2, per_lab
         per_label=per_label,
         labels=labels,
         seed=seed,
-        warn=warn,
         **options,
     )
     if not items:

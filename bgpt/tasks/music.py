@@ -39,6 +39,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -47,7 +48,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,8 @@ from pathlib import Path
 import numpy as np
 
 from bgpt.errors import BGPTError
+
+logger = logging.getLogger(__name__)
 
 ABC2MIDI_HELP = (
     "install it with `apt-get install abcmidi` (Debian/Ubuntu, as root) "
@@ -535,7 +538,7 @@ def _stems(root: Path, ext: str) -> dict[str, Path]:
 
     return {
         name[: -len(ext) - 1]: root / name
-        for name in scan_folder(root, warn=lambda _: None)
+        for name in scan_folder(root)
         if name.endswith("." + ext)
     }
 
@@ -589,7 +592,6 @@ def check_folder(
     tolerance: float = DEFAULT_TOLERANCE,
     timeout: float = DEFAULT_TIMEOUT,
     workers: int | None = None,
-    warn: Callable[[str], None] = print,
 ) -> dict:
     """Score a folder of generated `.mid` (or `.abc`) files against the truth files of the
     same relative path stem. Every truth file of the format counts; a missing prediction
@@ -622,7 +624,7 @@ def check_folder(
         )
     extra = len(pred.keys() - truth.keys())
     if extra:
-        warn(f"warning: {extra} prediction(s) without a truth file ignored")
+        logger.warning(f"{extra} prediction(s) without a truth file ignored")
 
     try:
         import mir_eval  # noqa: F401 - the `music` extra; the checks run without it
@@ -638,7 +640,7 @@ def check_folder(
             truth_midi = _midi_of(truth_bytes, fmt, exe, timeout)
             truth_notes, truth_times = midi_notes(truth_midi), midi_note_times(truth_midi)
         except ValueError as e:
-            warn(f"warning: truth file {truth[stem]} unreadable ({e}); it has no notes")
+            logger.warning(f"truth file {truth[stem]} unreadable ({e}); it has no notes")
             truth_notes, truth_times = [], empty
         if stem not in pred:
             return FileCheck(stem, False, False, 0, len(truth_notes), 0, "missing", mir_eval=failed)

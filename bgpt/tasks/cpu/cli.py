@@ -55,7 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write packed shards (bgpt.data.PackWriter) instead of one file per instance",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser(
         "translate", help="print an instance file as a program and a table of states"
@@ -252,7 +251,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or (args.max_files is not None and args.max_files < 1):
         raise BGPTError("--batch-size and --max-files must be >= 1")
     model = _load_model(args.model)
-    files = open_files(args.data, warn=lambda m: print(m, file=sys.stderr))
+    files = open_files(args.data)
     n = len(files) if args.max_files is None else min(args.max_files, len(files))
     instances = [Instance.parse(files.read(i), files.names[i]) for i in range(n)]
     c = model.config
@@ -300,8 +299,11 @@ run = main  # the name the top-level CLI's command table calls
 
 
 def _standalone(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bgpt cpu", description=HELP)
+    from bgpt.cli import Parser, _add_verbosity
+
+    parser = Parser(prog="bgpt cpu", description=HELP)
     add_arguments(parser)
+    _add_verbosity(parser)
     args = parser.parse_args(argv)
     try:
         return main(args)

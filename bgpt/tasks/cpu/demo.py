@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 from bgpt.errors import BGPTError
 from bgpt.validation import check_fields
 
+logger = logging.getLogger(__name__)
 MARKER = "bgpt-demo.json"
 FAITHFUL_FIGURE = "TODO"
 
@@ -95,10 +97,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     out = Path(cfg.out)
     _prepare(out)
     atomic_write_text(out / MARKER, json.dumps(asdict(cfg), indent=2))
-    print(f"[1/3] building {cfg.train} training and {cfg.test} held-out programs ({cfg.min_len}-{cfg.max_len} instructions)")
+    logger.info(f"[1/3] building {cfg.train} training and {cfg.test} held-out programs ({cfg.min_len}-{cfg.max_len} instructions)")
     generate_dataset(out / "data", cfg.train, cfg.test, cfg.min_len, cfg.max_len, cfg.seed, packed=True)
     context = 1 + 64 + cfg.max_len + 1 + 1  # header, memory, states, end patch
-    print(f"[2/3] training for {cfg.minutes:g} minutes")
+    logger.info(f"[2/3] training for {cfg.minutes:g} minutes")
     report = train(TrainConfig(
         data=[str(out / "data" / "train")], eval=[str(out / "data" / "test")], out=str(out / "run"),
         config="small", model_overrides={"hidden_size": cfg.hidden_size, "max_patches": max(context, 8), "dropout": 0.0,
@@ -107,7 +109,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         loss_from_patch=FIRST_STATE_PATCH if cfg.states_only else 0,
         save_every=10**9, eval_max_files=50, log_every=20,
     ))
-    print("[3/3] evaluating on held-out programs")
+    logger.info("[3/3] evaluating on held-out programs")
     model = load(out / "run")
     files = open_files([out / "data" / "test"])
     instances = [Instance.parse(files.read(i), files.names[i]) for i in range(len(files))]
@@ -153,10 +155,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     lines.append(f"  bgpt cpu evaluate {out / 'run'} {out / 'data' / 'test'}")
     lines.append(f"  bgpt cpu run {out / 'run'} PROGRAM.asm --state 'ACC=1,A=2'")
     text = "\n".join(lines)
-    print(text)
+    logger.info(text)
     atomic_write_text(out / "report.txt", text + "\n")
     atomic_write_text(out / "report.html", _report_page(model, text, instances[pick] if free else instances[0]))
-    print(f"the same report as a page, with one program's bytes as the model sees them: {out / 'report.html'}")
+    logger.info(f"the same report as a page, with one program's bytes as the model sees them: {out / 'report.html'}")
     atomic_write_text(out / "report.json", json.dumps({k: v for k, v in results.items()}, indent=2, default=str))
     return results
 

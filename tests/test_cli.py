@@ -1,0 +1,61 @@
+"""The CLI as a whole: every command takes -q/-v the same way, parse errors are one line, and
+library code reports through the `bgpt` logger, never print."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import logging
+from pathlib import Path
+
+from bgpt.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1] / "bgpt"
+
+
+def leaves(parser: argparse.ArgumentParser, path=()):
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, parser
+        return
+    for name, child in subs[0].choices.items():
+        yield from leaves(child, (*path, name))
+
+
+def test_every_command_takes_quiet_and_verbose():
+    found = list(leaves(build_parser()))
+    assert len(found) >= 25  # every command and sub-command
+    for path, parser in found:
+        flags = {s for a in parser._actions for s in a.option_strings}
+        assert {"-q", "--quiet", "-v", "--verbose"} <= flags, path
+
+
+def test_verbosity_sets_the_bgpt_logger(tmp_path, capsys):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text("x")
+    for flags, level in (([], logging.INFO), (["-q"], logging.WARNING), (["-v"], logging.DEBUG)):
+        assert main(["pack", str(tmp_path / "d"), "--out", str(tmp_path / f"p{level}"), *flags]) == 0
+        assert logging.getLogger("bgpt").level == level
+    capsys.readouterr()
+
+
+def test_parse_errors_are_one_line(capsys):
+    assert main(["train", "x", "--out", "y", "--hidden", "3"]) == 2  # no abbreviations
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unrecognized arguments: --hidden" in err[0]
+    assert main(["generate", "m", "--ext", "txt", "--out", "o", "--top-p", "nan"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "finite" in err[0]
+
+
+def test_library_code_never_prints():
+    """Only the entry points (cli.py, commands/, the CPU task's CLI) print; the library logs."""
+    offenders = []
+    for path in ROOT.rglob("*.py"):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel in ("cli.py", "__main__.py", "tasks/cpu/cli.py") or rel.startswith("commands/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                offenders.append(f"{rel}:{node.lineno}")
+    assert not offenders, offenders
