@@ -39,6 +39,10 @@ class BGPTConfig:
     feature it starts from (the previous patch), as S more input positions before the
     feature, so it can copy from them directly instead of through one vector. Off (the
     paper's model) for the reference checkpoints."""
+    patch_positions: str = "learned"
+    """Initial patch positions: "learned" (GPT-2's N(0, 0.02), the paper) or "sinusoidal"
+    (sines at frequencies pi * 2^(-k/2), still trained: position p and position 4p are one
+    linear map apart, so attention can look up "the patch a quarter of the way back")."""
     num_classes: int = 0
     """0: a generative model; K > 0: a classifier over K labels (no byte-level decoder)."""
     labels: list[str] = field(default_factory=list)
@@ -67,8 +71,8 @@ class BGPTConfig:
             raise BGPTError(
                 f"config: hidden_size {self.hidden_size} is not divisible by heads {self.heads}"
             )
-        if not isinstance(self.byte_context, bool):
-            raise BGPTError(f"config: byte_context must be true or false, got {self.byte_context!r}")
+        if self.patch_positions not in ("learned", "sinusoidal"):
+            raise BGPTError(f"config: patch_positions must be learned or sinusoidal, got {self.patch_positions!r}")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise BGPTError(f"config: dropout must be in [0, 1), got {self.dropout!r}")
         if self.num_classes < 0:

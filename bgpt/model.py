@@ -584,6 +584,19 @@ def _init_weights(model: nn.Module, num_layers: dict[nn.Module, int]) -> None:
                 nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * layers))
 
 
+@torch.no_grad()
+def sinusoidal_positions_(wpe: torch.Tensor, amplitude: float = 0.1, octaves: int = 20) -> None:
+    """Position p -> [sin(w_k p), cos(w_k p)] for w_k = pi * 2^(-(k mod octaves) / 2), in place:
+    the frequencies are closed under x4 (k -> k - 4), so "position 4p" is a rotation of
+    "position p" in these coordinates, which a linear query/key map can express."""
+    positions, width = wpe.shape
+    k = torch.arange(width // 2, dtype=torch.float64) % octaves
+    angles = torch.arange(positions, dtype=torch.float64)[:, None] * (math.pi * 2.0 ** (-k / 2))[None]
+    wpe.zero_()
+    wpe[:, 0 : 2 * (width // 2) : 2] = (amplitude * torch.sin(angles)).to(wpe.dtype)
+    wpe[:, 1 : 2 * (width // 2) : 2] = (amplitude * torch.cos(angles)).to(wpe.dtype)
+
+
 def predicted_pairs(
     features: torch.Tensor, patches: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -618,6 +631,8 @@ class BGPT(nn.Module):
         self.patch_decoder = PatchDecoder(config)
         self.byte_decoder = ByteDecoder(config)
         _init_weights(self, {self.patch_decoder.transformer: config.patch_layers, self.byte_decoder.transformer: config.byte_layers})
+        if config.patch_positions == "sinusoidal":
+            sinusoidal_positions_(self.patch_decoder.transformer.wpe.weight)
         self.gradient_checkpointing = False  # patch level: per block; byte level: per BYTE_CHUNK
 
     def num_parameters(self) -> int:
@@ -716,6 +731,8 @@ class BGPTClassifier(nn.Module):
         self.patch_decoder = PatchDecoder(config)
         self.classifier = nn.Linear(config.hidden_size, config.num_classes)
         _init_weights(self, {self.patch_decoder.transformer: config.patch_layers})
+        if config.patch_positions == "sinusoidal":
+            sinusoidal_positions_(self.patch_decoder.transformer.wpe.weight)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 LN2 = math.log(2)
 MODEL_FIELDS = (
     "patch_size", "max_patches", "hidden_size", "patch_layers", "byte_layers", "heads", "dropout", "byte_context",
+    "patch_positions",
 )
 
 

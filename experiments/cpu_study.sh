@@ -35,8 +35,9 @@ declare -A ARGS=(
   [ctx-states-lr4e-3]="--byte-context --loss-from-patch 65 --lr 4e-3"
   [ctx-states-batch32]="--byte-context --loss-from-patch 65 --batch-size 32 --lr 4e-3"
   [ctx-states-curriculum]="--byte-context --loss-from-patch 65"  # half the time on programs of 1-16 instructions
+  [ctx-states-sinpos]="--byte-context --loss-from-patch 65 --patch-positions sinusoidal"
 )
-RUNS=${RUNS:-"faithful faithful-states ctx ctx-states ctx-states-heads8 ctx-states-wide ctx-states-deep ctx-states-lr4e-3 ctx-states-batch32 ctx-states-curriculum"}
+RUNS=${RUNS:-"faithful faithful-states ctx ctx-states ctx-states-heads8 ctx-states-wide ctx-states-deep ctx-states-lr4e-3 ctx-states-batch32 ctx-states-curriculum ctx-states-sinpos"}
 
 one() {
   local name=$1 run=$OUT/$1

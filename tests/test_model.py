@@ -278,3 +278,21 @@ def test_byte_context_reads_the_previous_patch(tiny_config):
         model.byte_decoder(feats, target)
     with pytest.raises(CheckpointError, match="byte_context"):
         to_reference_state_dict(model)
+
+
+def test_sinusoidal_patch_positions_make_4p_a_rotation_of_p():
+    """patch_positions="sinusoidal": the features of position 4p at frequency index k are those of
+    position p at index k - 4 (the frequencies are pi * 2^(-k/2)), so "the patch a quarter of the
+    way" is one linear map; the paper's learned init is unchanged by default."""
+    from bgpt.model import sinusoidal_positions_
+
+    wpe = torch.empty(200, 64)
+    sinusoidal_positions_(wpe)
+    sin = wpe[:, 0::2]
+    for p in (1, 7, 33):
+        torch.testing.assert_close(sin[4 * p, 4:20], sin[p, 0:16], atol=1e-6, rtol=0)
+    model = BGPT(BGPTConfig(patch_size=4, max_patches=8, hidden_size=32, patch_layers=1, byte_layers=1,
+                            patch_positions="sinusoidal"))
+    assert float(model.patch_decoder.transformer.wpe.weight.abs().max()) == pytest.approx(0.1)
+    with pytest.raises(BGPTError, match="patch_positions"):
+        BGPTConfig(patch_positions="rope")
