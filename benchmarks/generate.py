@@ -27,12 +27,15 @@ import os
 import sys
 import time
 
-import torch
+from bgpt.process import tune_process
 
-from bgpt.bench import machine
-from bgpt.config import resolve_config
-from bgpt.generate import generate_many
-from bgpt.model import BGPT
+tune_process()  # before torch loads, as `bgpt train` and `bgpt bench` do
+import torch  # noqa: E402
+
+from bgpt.bench import machine  # noqa: E402
+from bgpt.config import resolve_config  # noqa: E402
+from bgpt.generate import generate_many  # noqa: E402
+from bgpt.model import BGPT  # noqa: E402
 
 SIZES = {"256 B": 256, "1 KB": 1024, "4 KB": 4096, "8 KB": 8192}
 

@@ -21,7 +21,10 @@ import statistics
 import sys
 import time
 
-import torch
+from bgpt.process import tune_process
+
+tune_process()  # before torch loads, as `bgpt train` and `bgpt bench` do
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 

@@ -1,20 +1,37 @@
-"""bgpt: byte models that read and write the raw bytes of any file (bGPT, arXiv 2402.19155)."""
+"""bgpt: byte models that read and write the raw bytes of any file (bGPT, arXiv 2402.19155).
 
-import os
+Importing bgpt changes nothing in the process and loads no torch: the public names below are
+imported on first use. Process-wide tuning for long CPU jobs (OpenMP spinning, glibc's
+allocator) is one explicit call, `bgpt.device.tune_process()`, which `bgpt train`, `eval`,
+`bench` and `demo` make.
+"""
 
-# Before torch loads its OpenMP runtime (GNU libgomp), which reads this once: its idle threads
-# spin 30,000 rounds after a parallel region instead of 300,000 (~3 ms). Those spinning threads
-# took a core from the compiled kernels (bgpt.kernels) that follow each matmul: each kernel
-# call ran 2-4 ms longer, ~4 % of a `paper` training step; generation, whose operations follow
-# each other closely, is as fast as before (measured: docs/benchmarks.md). A value already
-# set wins, and so does an import of torch before bgpt.
-os.environ.setdefault("GOMP_SPINCOUNT", "30000")
+from __future__ import annotations
 
-from bgpt.checkpoint import load, save_pretrained
-from bgpt.config import PRESETS, BGPTConfig
-from bgpt.errors import BGPTError, CheckpointError
-from bgpt.model import BGPT, BGPTClassifier
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["BGPT", "BGPTClassifier", "BGPTConfig", "BGPTError", "CheckpointError", "PRESETS", "load", "save_pretrained"]
+_LAZY = {
+    "load": "bgpt.checkpoint",
+    "save_pretrained": "bgpt.checkpoint",
+    "PRESETS": "bgpt.config",
+    "BGPTConfig": "bgpt.config",
+    "BGPTError": "bgpt.errors",
+    "CheckpointError": "bgpt.errors",
+    "BGPT": "bgpt.model",
+    "BGPTClassifier": "bgpt.model",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bgpt' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

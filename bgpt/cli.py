@@ -122,9 +122,6 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 0
     configure_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
     try:
-        from bgpt.device import keep_freed_memory  # here: `--help` stays quick without torch
-
-        keep_freed_memory()  # large CPU tensors reuse freed pages (2x faster `paper` training)
         return args._run(args) or 0
     except BGPTError as e:
         print(f"bgpt {args.command}: error: {e}", file=sys.stderr)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bgpt.errors import BGPTError
-from bgpt.validation import check_fields
+from bgpt.validation import check_fields, check_ranges
 
 
 @dataclass
@@ -143,3 +143,115 @@ def resolve_config(spec: str | Path | BGPTConfig | None, **overrides: Any) -> BG
         base = BGPTConfig.from_json(path).to_dict()
     base.update({k: v for k, v in overrides.items() if v is not None})
     return BGPTConfig.from_dict(base)
+
+
+# ----------------------------------------------------------------------------- training runs
+
+MODEL_FIELDS = (
+    "patch_size", "max_patches", "hidden_size", "patch_layers", "byte_layers", "heads", "dropout", "byte_context",
+    "patch_positions",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; every `bgpt train` flag is one field."""
+
+    data: list[str] = field(default_factory=list)
+    """Folders of files or packed sets to train on."""
+    out: str = "runs/bgpt"
+    """Run folder to write (config, metrics, checkpoints, loss curve)."""
+    eval: list[str] = field(default_factory=list)
+    """Folders to evaluate on; default: a deterministic held-out part of the data."""
+    eval_fraction: float = 0.05
+    """Share of the data held out for evaluation when no eval folder is given."""
+    task: str = "generate"
+    """'generate' (next-byte prediction) or 'classify' (label = file name up to '_')."""
+    config: str = "small"
+    """Model preset (small, paper) or a JSON file of BGPTConfig fields."""
+    model_overrides: dict = field(default_factory=dict)
+    """Per-field changes to the model config (hidden_size=..., ...)."""
+    conversion: str | None = None
+    """Train on conversion pairs: 'X->Y' one way or 'X&Y' both ways (pairs by path stem)."""
+    init: str | None = None
+    """Start from these weights: a run folder, a saved model or a reference .pth (a classifier
+    takes its patch-level decoder); none: random initialisation from --config."""
+    steps: int = 0
+    """Optimizer steps (0: from epochs; neither: 1000)."""
+    epochs: float = 0.0
+    """Passes over the training data, when steps is 0."""
+    minutes: float = 0.0
+    """Train for about this long instead: the step count is set from timed trial steps."""
+    batch_size: int = 8
+    """Files per optimizer step, over all processes and accumulation steps."""
+    grad_accum: int = 1
+    """Split each batch into this many sequential micro-batches (same result, less memory)."""
+    lr: float = 3e-4
+    """Peak learning rate (the reference fine-tunes its 110 M model at 1e-5)."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a share of the peak (cosine decay)."""
+    warmup: float = 0.1
+    """Share of the steps spent warming up linearly."""
+    weight_decay: float = 0.01
+    """AdamW weight decay on matrices (not on biases, LayerNorms or positions)."""
+    grad_clip: float = 1.0
+    """Clip the gradient norm to this (0: off)."""
+    sample_patches: int = 0
+    """Train the byte-level decoder on this many random patches per micro-batch (0: all)."""
+    loss_from_patch: int = 0
+    """Train on the predictions of patches from this index of each sequence on; the ones before
+    are read as context only (0: every patch after the header, as the paper). CPU states: 65,
+    the header and the 64 patches of the program in memory."""
+    seed: int = 0
+    """Seed of initialisation, data order, crops and dropout."""
+    save_every: int = 200
+    """Save (and evaluate) every this many steps, and at the end."""
+    eval_max_files: int = 200
+    """Files evaluated during training, evenly spaced over the sorted eval files (bgpt eval
+    scores all)."""
+    log_every: int = 10
+    """Write a metrics line every this many steps."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    dtype: str = "auto"
+    """Autocast dtype: auto (bf16), bf16, fp16 (CUDA) or fp32."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, ~30 % more compute."""
+    compile: bool = False
+    """torch.compile the model: on CUDA 1.39x the bytes/s for `paper`, bf16, batch 8 (H100); on
+    CPU slower than the eager path's fused kernels (0.58x for `small`, 0.72x for `paper`; see
+    docs/benchmarks.md)."""
+    resume: bool = False
+    """Continue the run in `out` from its latest checkpoint."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.task not in ("generate", "classify"):
+            raise BGPTError(f"task must be generate or classify, got {self.task!r}")
+        check_ranges(self, {  # bounds checked before anything is allocated
+            "batch_size": (1, MAX_BATCH), "grad_accum": (1, MAX_BATCH), "steps": (0, 10**12),
+            "epochs": (0, 10**6), "minutes": (0, 60 * 24 * 366), "weight_decay": (0, 100), "grad_clip": (0, 10**6),
+            "save_every": (1, None), "log_every": (1, None), "eval_max_files": (1, None), "loss_from_patch": (0, 1 << 20),
+        })
+        checks = {
+            "batch_size": self.batch_size >= 1, "grad_accum": self.grad_accum >= 1, "steps": self.steps >= 0,
+            "epochs": self.epochs >= 0, "minutes": self.minutes >= 0, "lr": 0 < self.lr < 1, "warmup": 0 <= self.warmup < 1,
+            "min_lr_ratio": 0 <= self.min_lr_ratio <= 1, "weight_decay": self.weight_decay >= 0,
+            "grad_clip": self.grad_clip >= 0, "sample_patches": self.sample_patches >= 0, "loss_from_patch": self.loss_from_patch >= 0,
+            "save_every": self.save_every >= 1, "log_every": self.log_every >= 1,
+            "eval_max_files": self.eval_max_files >= 1, "eval_fraction": 0 < self.eval_fraction < 1,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise BGPTError(f"absurd setting: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+        if self.batch_size % self.grad_accum:
+            raise BGPTError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        unknown = set(self.model_overrides) - set(MODEL_FIELDS)
+        if unknown:
+            raise BGPTError(f"unknown model field(s): {', '.join(sorted(unknown))}")
+
+
+MAX_BATCH = 1 << 16
+"""Most files in one optimizer step: a larger batch is a typo, not a run."""

@@ -59,26 +59,3 @@ def test_freed_memory_is_reused_without_page_faults():
     default, kept = faults("default"), faults("keep")
     assert default > 8 * 60_000  # every allocation faulted all of its pages in
     assert kept < 65_536  # after the warm-up, they reuse their pages
-
-
-def test_keep_freed_memory_turns_trimming_off(monkeypatch):
-    """Trimming off entirely (M_TRIM_THRESHOLD -1): with a 1 GiB threshold glibc still handed
-    back the several GB that `paper` training at batch 8 frees after backward, and the next
-    step faulted ~0.8 GB in again (180-230 k faults, 1.2-1.5 s of kernel time a step)."""
-    import ctypes
-
-    import bgpt.device as device
-
-    calls = []
-
-    class FakeLibc:
-        def mallopt(self, param, value):
-            calls.append((param, value))
-            return 1
-
-    monkeypatch.setattr(device, "_kept", False)
-    monkeypatch.setattr(device.platform, "system", lambda: "Linux")
-    monkeypatch.setattr(device.platform, "libc_ver", lambda: ("glibc", "2.36"))
-    monkeypatch.setattr(ctypes, "CDLL", lambda name: FakeLibc())
-    assert device.keep_freed_memory()
-    assert dict(calls) == {-4: 0, -1: -1, -2: 1 << 30}  # M_MMAP_MAX 0, M_TRIM_THRESHOLD never, M_TOP_PAD 1 GiB

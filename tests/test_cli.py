@@ -59,3 +59,15 @@ def test_library_code_never_prints():
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
                 offenders.append(f"{rel}:{node.lineno}")
     assert not offenders, offenders
+
+
+def test_help_loads_no_torch():
+    """`bgpt --help` and `bgpt COMMAND --help` answer without importing torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from bgpt.cli import main; codes = [main(a) for a in (['--help'], ['train', '--help'], "
+            "['cpu', 'run', '--help'], ['media', 'build', '--help'], ['demo', '--help'])]; "
+            "sys.stderr.write(repr((codes, 'torch' in sys.modules)))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stderr.strip().splitlines()[-1] == "([0, 0, 0, 0, 0], False)"

@@ -312,13 +312,17 @@ def _gelu_in_child(x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("given,expected", [(None, "30000"), ("5", "5")])
-def test_importing_bgpt_shortens_openmp_spinning_unless_set(given, expected):
-    """bgpt sets GOMP_SPINCOUNT before torch loads libgomp (spinning threads slowed the
-    kernels after each matmul); a user's own value wins."""
+def test_tune_process_shortens_openmp_spinning_unless_set(given, expected):
+    """Importing bgpt changes nothing (no torch, no environment); `tune_process()`, which the
+    long CPU commands call first, sets GOMP_SPINCOUNT before torch loads libgomp (spinning
+    threads slowed the kernels after each matmul); a user's own value wins."""
     import os
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"} | ({"GOMP_SPINCOUNT": given} if given else {})
-    code = "import bgpt, os, sys; sys.stdout.write(os.environ['GOMP_SPINCOUNT'])"
-    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout == expected
+    code = ("import bgpt, os, sys; before = os.environ.get('GOMP_SPINCOUNT'); torch_loaded = 'torch' in sys.modules; "
+            "from bgpt.process import tune_process; tune_process(); "
+            "sys.stdout.write(f\"{before} {torch_loaded} {os.environ['GOMP_SPINCOUNT']}\")")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out == f"{given} False {expected}"

@@ -24,6 +24,9 @@ def bench_add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def bench_run(args: argparse.Namespace) -> int:
+    from bgpt.process import tune_process
+
+    tune_process()  # before torch loads: a long CPU job (see bgpt/process.py)
     import torch
 
     from bgpt import bench

@@ -16,6 +16,9 @@ def demo_add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def demo_run(args: argparse.Namespace) -> int:
+    from bgpt.process import tune_process
+
+    tune_process()  # before torch loads: a long CPU job (see bgpt/process.py)
     from bgpt.tasks.cpu.demo import run_demo
 
     run_demo(DemoConfig(**collect(args, FIELDS)))

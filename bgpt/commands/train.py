@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 
 from bgpt.commands._args import add_fields, collect
-from bgpt.config import BGPTConfig
+from bgpt.config import MODEL_FIELDS, BGPTConfig, TrainConfig
 from bgpt.errors import BGPTError
-from bgpt.train import MODEL_FIELDS, TrainConfig
 
 RUN_FIELDS = [
     "eval", "eval_fraction", "config", "conversion", "init", "steps", "epochs", "minutes", "batch_size", "grad_accum",
@@ -41,6 +40,9 @@ def train_add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def train_run(args: argparse.Namespace) -> int:
+    from bgpt.process import tune_process
+
+    tune_process()  # before torch loads: a long CPU job (see bgpt/process.py)
     from bgpt.train import train
 
     train(_train_config(args, RUN_FIELDS, "generate"))
@@ -52,6 +54,9 @@ def classifier_add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def classifier_run(args: argparse.Namespace) -> int:
+    from bgpt.process import tune_process
+
+    tune_process()  # before torch loads: a long CPU job (see bgpt/process.py)
     from bgpt.train import train
 
     train(_train_config(args, CLASSIFIER_FIELDS, "classify"))
@@ -111,6 +116,9 @@ def classification_report_baselines(args: argparse.Namespace, test_files, test_i
 
 
 def eval_run(args: argparse.Namespace) -> int:
+    from bgpt.process import tune_process
+
+    tune_process()  # before torch loads: a long CPU job (see bgpt/process.py)
     from bgpt.checkpoint import load
     from bgpt.data import StreamDataset, open_files
     from bgpt.device import resolve_device, resolve_dtype
