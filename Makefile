@@ -34,7 +34,8 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: setup
-	$(BIN)/ruff check bgpt tests benchmarks
+	$(BIN)/ruff check bgpt tests benchmarks experiments
+	$(BIN)/ruff format --check bgpt tests benchmarks experiments
 
 clean:
 	rm -rf $(VENV) .pytest_cache

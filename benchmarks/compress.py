@@ -47,8 +47,6 @@ TOOLS = {  # name -> (compress argv, decompress argv)
 }
 
 
-
-
 def tool_version(exe: str) -> str:
     try:
         out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10)

@@ -40,8 +40,6 @@ from bgpt.model import BGPT  # noqa: E402
 SIZES = {"256 B": 256, "1 KB": 1024, "4 KB": 4096, "8 KB": 8192}
 
 
-
-
 def build(config_name: str, max_patches: int) -> BGPT:
     torch.manual_seed(0)
     return BGPT(resolve_config(config_name, max_patches=max_patches, dropout=0.0)).eval()

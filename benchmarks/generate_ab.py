@@ -26,13 +26,17 @@ from bgpt.model import BGPT
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("base", help="another checkout of this repository")
     p.add_argument("--runs", type=int, default=6)
     p.add_argument("--nbytes", type=int, default=4096)
     args = p.parse_args()
     torch.set_num_threads(1)
-    spec = importlib.util.spec_from_file_location("bgpt.generate_base", Path(args.base) / "bgpt" / "generate.py")
+    spec = importlib.util.spec_from_file_location(
+        "bgpt.generate_base", Path(args.base) / "bgpt" / "generate.py"
+    )
     base = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = base  # dataclasses look their module up
     spec.loader.exec_module(base)
@@ -41,7 +45,9 @@ def main() -> int:
 
     def rate(module) -> float:
         t = time.perf_counter()
-        module.generate_many(model, [b""], "bin", seed=0, max_bytes=args.nbytes, min_bytes=args.nbytes, dtype="fp32")
+        module.generate_many(
+            model, [b""], "bin", seed=0, max_bytes=args.nbytes, min_bytes=args.nbytes, dtype="fp32"
+        )
         return args.nbytes / (time.perf_counter() - t)
 
     rate(base), rate(current)  # warm-up
@@ -51,7 +57,9 @@ def main() -> int:
         rates["current"].append(rate(current))
     for name, xs in rates.items():
         print(f"{name:8s} median {statistics.median(xs):,.0f} B/s  best {max(xs):,.0f}")
-    print(f"current / base (medians): {statistics.median(rates['current']) / statistics.median(rates['base']):.3f}")
+    print(
+        f"current / base (medians): {statistics.median(rates['current']) / statistics.median(rates['base']):.3f}"
+    )
     return 0
 
 

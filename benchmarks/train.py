@@ -37,7 +37,9 @@ from tests.reference_bgpt import RefBGPT  # noqa: E402
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", default="small")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=4)
@@ -52,14 +54,24 @@ def main() -> int:
     batch = random_batch(c, args.batch_size, torch.device("cpu"))
     torch.manual_seed(0)
     ours = BGPT(c)
-    ref = RefBGPT(c.patch_size, c.max_patches, c.hidden_size, c.patch_layers, c.byte_layers, dropout=c.dropout)
+    ref = RefBGPT(
+        c.patch_size, c.max_patches, c.hidden_size, c.patch_layers, c.byte_layers, dropout=c.dropout
+    )
     cases = {
         "bgpt fp32": (ours, torch.float32, lambda m: m(batch.patches, batch.mask).loss),
         "bgpt bf16": (ours, torch.bfloat16, lambda m: m(batch.patches, batch.mask).loss),
-        "HF GPT-2 reference fp32": (ref, torch.float32, lambda m: m(batch.patches, batch.mask.long()).loss),
+        "HF GPT-2 reference fp32": (
+            ref,
+            torch.float32,
+            lambda m: m(batch.patches, batch.mask.long()).loss,
+        ),
     }
-    opts = {name: new_optimizer(m.parameters(), 1e-5) if name.startswith("bgpt") else torch.optim.AdamW(m.parameters(), lr=1e-5)
-            for name, (m, _, _) in cases.items()}
+    opts = {
+        name: new_optimizer(m.parameters(), 1e-5)
+        if name.startswith("bgpt")
+        else torch.optim.AdamW(m.parameters(), lr=1e-5)
+        for name, (m, _, _) in cases.items()
+    }
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _r in range(args.rounds):
         for name, (model, dtype, loss_fn) in cases.items():
@@ -76,12 +88,22 @@ def main() -> int:
     nbytes = args.batch_size * c.max_patches * c.patch_size
     rows = {name: nbytes / statistics.median(ts) for name, ts in times.items()}
     base = rows["HF GPT-2 reference fp32"]
-    result = {"config": args.config, "batch_size": args.batch_size, "dropout": c.dropout, "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "bytes_per_s": rows, "speedup_vs_reference": {k: v / base for k, v in rows.items()}, "peak_rss_mb": peak_rss_mb()}
+    result = {
+        "config": args.config,
+        "batch_size": args.batch_size,
+        "dropout": c.dropout,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "bytes_per_s": rows,
+        "speedup_vs_reference": {k: v / base for k, v in rows.items()},
+        "peak_rss_mb": peak_rss_mb(),
+    }
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"config {args.config}, batch {args.batch_size}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+        print(
+            f"config {args.config}, batch {args.batch_size}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+        )
         for name, v in rows.items():
             print(f"  {name:<26}{v:12.0f} B/s   {v / base:5.2f}x")
     return 0

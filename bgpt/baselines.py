@@ -16,11 +16,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-BASELINE_NAMES = {"majority": "majority class", "ngram_logreg": "logistic regression, byte 1-4-gram tf-idf"}
+BASELINE_NAMES = {
+    "majority": "majority class",
+    "ngram_logreg": "logistic regression, byte 1-4-gram tf-idf",
+}
 
 
 def classification_baselines(
-    train: Sequence[tuple[bytes, str]], test: Sequence[tuple[bytes, str]], max_bytes: int | None = None
+    train: Sequence[tuple[bytes, str]],
+    test: Sequence[tuple[bytes, str]],
+    max_bytes: int | None = None,
 ) -> dict[str, float]:
     """Accuracy of each baseline on `test`, fitted on `train` ((data, label) pairs). The n-gram
     baseline is left out (with a note under "missing") when scikit-learn is not installed."""
@@ -42,7 +47,9 @@ def classification_baselines(
     def text(data: bytes) -> str:
         return (data if max_bytes is None else data[:max_bytes]).decode("latin-1")
 
-    hasher = HashingVectorizer(analyzer="char", ngram_range=(1, 4), n_features=2**20, alternate_sign=False, norm=None)
+    hasher = HashingVectorizer(
+        analyzer="char", ngram_range=(1, 4), n_features=2**20, alternate_sign=False, norm=None
+    )
     tfidf = TfidfTransformer(sublinear_tf=True)
     x_train = tfidf.fit_transform(hasher.transform([text(d) for d, _ in train]))
     x_test = tfidf.transform(hasher.transform([text(d) for d, _ in test]))
@@ -63,5 +70,7 @@ def format_baselines(model_accuracy: float | None, baselines: dict) -> list[str]
         lines.append(f"  ({baselines['missing']})")
     scores = [baselines[k] for k in BASELINE_NAMES if k in baselines]
     if model_accuracy is not None and scores:
-        lines.append(f"  model vs best baseline: {100 * (model_accuracy - max(scores)):+.2f} points")
+        lines.append(
+            f"  model vs best baseline: {100 * (model_accuracy - max(scores)):+.2f} points"
+        )
     return lines

@@ -44,13 +44,17 @@ def flops_per_byte(c: BGPTConfig, context_patches: int | None = None, train: boo
     h, s = c.hidden_size, c.patch_size
     p = context_patches or c.max_patches
     block = 12 * h * h  # qkv (3H^2) + proj (H^2) + MLP (8H^2) multiply-adds per token
-    patch = c.patch_layers * (block + h * (p + 1) / 2 * 2)  # attention: QK^T and AV over the mean causal prefix
+    patch = c.patch_layers * (
+        block + h * (p + 1) / 2 * 2
+    )  # attention: QK^T and AV over the mean causal prefix
     byte = c.byte_layers * (block + h * (s + 1) / 2 * 2) + VOCAB_SIZE * h
     macs = patch / s + byte
     return 2 * macs * (3 if train else 1)
 
 
-def matmul_peak(dtype: torch.dtype, device: torch.device, n: int | None = None, reps: int = 10) -> float:
+def matmul_peak(
+    dtype: torch.dtype, device: torch.device, n: int | None = None, reps: int = 10
+) -> float:
     """FLOP/s of a large square matmul in `dtype` (the machine's practical peak): the best of
     `reps`, not their median, since on a shared machine a slow moment during this measurement
     inflated the MFU (medians of 1.3 and 2.5 TFLOP/s were measured minutes apart here).
@@ -79,10 +83,14 @@ def random_batch(c: BGPTConfig, batch: int, device: torch.device, seed: int = 0)
     g = torch.Generator().manual_seed(seed)
     patches = torch.randint(0, 256, (batch, c.max_patches, c.patch_size), generator=g)
     mask = torch.ones(batch, c.max_patches, dtype=torch.bool)
-    return Batch(patches, mask, torch.ones_like(patches, dtype=torch.uint8), mask.clone()).to(device)
+    return Batch(patches, mask, torch.ones_like(patches, dtype=torch.uint8), mask.clone()).to(
+        device
+    )
 
 
-def time_steps(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> list[float]:
+def time_steps(
+    step: Callable[[], None], device: torch.device, warmup: int, steps: int
+) -> list[float]:
     for _ in range(warmup):
         step()
     times = []
@@ -95,7 +103,16 @@ def time_steps(step: Callable[[], None], device: torch.device, warmup: int, step
     return times
 
 
-def bench_train(model: torch.nn.Module, c: BGPTConfig, batch_size: int, dtype: torch.dtype, device: torch.device, warmup: int, steps: int, loss_fn=None) -> dict:
+def bench_train(
+    model: torch.nn.Module,
+    c: BGPTConfig,
+    batch_size: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    warmup: int,
+    steps: int,
+    loss_fn=None,
+) -> dict:
     """One optimizer step per timed step: forward, backward, AdamW (as `bgpt train` makes it)."""
     from bgpt.train import new_optimizer
 
@@ -112,11 +129,25 @@ def bench_train(model: torch.nn.Module, c: BGPTConfig, batch_size: int, dtype: t
         opt.zero_grad(set_to_none=True)
 
     times = time_steps(step, device, warmup, steps)
-    return _report(times, batch_size * c.max_patches * c.patch_size, flops_per_byte(c, train=True), dtype, device)
+    return _report(
+        times,
+        batch_size * c.max_patches * c.patch_size,
+        flops_per_byte(c, train=True),
+        dtype,
+        device,
+    )
 
 
 @torch.inference_mode()
-def bench_eval(model: BGPT, c: BGPTConfig, batch_size: int, dtype: torch.dtype, device: torch.device, warmup: int, steps: int) -> dict:
+def bench_eval(
+    model: BGPT,
+    c: BGPTConfig,
+    batch_size: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    warmup: int,
+    steps: int,
+) -> dict:
     batch = random_batch(c, batch_size, device)
     model.eval()
 
@@ -125,10 +156,18 @@ def bench_eval(model: BGPT, c: BGPTConfig, batch_size: int, dtype: torch.dtype, 
             model.symbol_logprobs(batch.patches, batch.mask)
 
     times = time_steps(step, device, warmup, steps)
-    return _report(times, batch_size * c.max_patches * c.patch_size, flops_per_byte(c, train=False), dtype, device)
+    return _report(
+        times,
+        batch_size * c.max_patches * c.patch_size,
+        flops_per_byte(c, train=False),
+        dtype,
+        device,
+    )
 
 
-def _report(times: list[float], nbytes: int, fpb: float, dtype: torch.dtype, device: torch.device) -> dict:
+def _report(
+    times: list[float], nbytes: int, fpb: float, dtype: torch.dtype, device: torch.device
+) -> dict:
     """bytes/s from the median step, FLOP/s against the matmul peak of `dtype`, peak memory
     (read before the peak's own matmul allocates)."""
     t = statistics.median(times)
@@ -136,12 +175,24 @@ def _report(times: list[float], nbytes: int, fpb: float, dtype: torch.dtype, dev
     if device.type == "cuda":
         memory["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     achieved = nbytes * fpb / t
-    peak = matmul_peak(dtype if dtype != torch.float16 or device.type == "cuda" else torch.float32, device)
-    return {"bytes_per_s": nbytes / t, "step_s": t, "steps_timed": len(times), "flops_per_byte": fpb,
-            "achieved_flops": achieved, "peak_flops": peak, "mfu": achieved / peak, **memory}
+    peak = matmul_peak(
+        dtype if dtype != torch.float16 or device.type == "cuda" else torch.float32, device
+    )
+    return {
+        "bytes_per_s": nbytes / t,
+        "step_s": t,
+        "steps_timed": len(times),
+        "flops_per_byte": fpb,
+        "achieved_flops": achieved,
+        "peak_flops": peak,
+        "mfu": achieved / peak,
+        **memory,
+    }
 
 
-def bench_generate(model: BGPT, nbytes: int, batch_size: int, dtype: str, engine: str = "cached", repeats: int = 3) -> dict:
+def bench_generate(
+    model: BGPT, nbytes: int, batch_size: int, dtype: str, engine: str = "cached", repeats: int = 3
+) -> dict:
     """Generated bytes per second: `batch_size` samples of exactly `nbytes` bytes each."""
     from bgpt.device import DTYPES
     from bgpt.generate import generate_many
@@ -150,11 +201,26 @@ def bench_generate(model: BGPT, nbytes: int, batch_size: int, dtype: str, engine
     model.eval()
 
     def step():
-        generate_many(model, [b""] * batch_size, "bin", seed=0, max_bytes=nbytes, min_bytes=nbytes, dtype=dtype, engine=engine)
+        generate_many(
+            model,
+            [b""] * batch_size,
+            "bin",
+            seed=0,
+            max_bytes=nbytes,
+            min_bytes=nbytes,
+            dtype=dtype,
+            engine=engine,
+        )
 
     times = time_steps(step, device, 1, repeats)
     c = model.config
-    return _report(times, batch_size * nbytes, flops_per_byte(c, context_patches=1 + nbytes // c.patch_size, train=False), DTYPES[dtype], device)
+    return _report(
+        times,
+        batch_size * nbytes,
+        flops_per_byte(c, context_patches=1 + nbytes // c.patch_size, train=False),
+        DTYPES[dtype],
+        device,
+    )
 
 
 def bench_data(n: int, max_len: int = 255) -> dict:
@@ -183,4 +249,9 @@ def bench_data(n: int, max_len: int = 255) -> dict:
             b = collate([ds.train_example(i, 0, 0).stream for i in range(k, min(n, k + 8))])
             total += b.num_bytes
         read_s = time.perf_counter() - t
-    return {"instances_per_s": n / gen_s, "bytes_per_s": total / read_s, "peak_rss_mb": peak_rss_mb(), "mfu": None}
+    return {
+        "instances_per_s": n / gen_s,
+        "bytes_per_s": total / read_s,
+        "peak_rss_mb": peak_rss_mb(),
+        "mfu": None,
+    }

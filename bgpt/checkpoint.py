@@ -36,20 +36,27 @@ FORMAT = "bgpt"
 
 # --------------------------------------------------------------------------- writing
 
-def save_pretrained(model: BGPT | BGPTClassifier, directory: str | Path, extra: dict | None = None) -> Path:
+
+def save_pretrained(
+    model: BGPT | BGPTClassifier, directory: str | Path, extra: dict | None = None
+) -> Path:
     """Write `model.safetensors` and `config.json` into `directory`, each atomically.
 
     The weights go first: a folder whose config.json exists always has matching weights
     except for an interrupted overwrite, which `load` reports as a mismatch."""
     directory = Path(directory)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": FORMAT}))
+    atomic_write(
+        directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": FORMAT})
+    )
     meta = {"format": FORMAT, "config": model.config.to_dict(), **(extra or {})}
     atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2))
     return directory
 
 
-def from_pretrained(directory: str | Path, map_location: str | torch.device = "cpu") -> BGPT | BGPTClassifier:
+def from_pretrained(
+    directory: str | Path, map_location: str | torch.device = "cpu"
+) -> BGPT | BGPTClassifier:
     directory = Path(directory)
     try:
         meta = json.loads((directory / CONFIG_NAME).read_text())
@@ -64,7 +71,9 @@ def from_pretrained(directory: str | Path, map_location: str | torch.device = "c
     try:
         state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
     except (OSError, SafetensorError, RuntimeError, ValueError) as e:
-        raise CheckpointError(f"{directory / WEIGHTS_NAME}: corrupt or unreadable weights ({_short(e)})") from None
+        raise CheckpointError(
+            f"{directory / WEIGHTS_NAME}: corrupt or unreadable weights ({_short(e)})"
+        ) from None
     model = build_model(config)
     _load_state(model, state, directory / WEIGHTS_NAME)
     return model
@@ -85,7 +94,9 @@ def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source) 
         )
     for k, v in state.items():
         if v.shape != expected[k].shape:
-            raise CheckpointError(f"{source}: {k} has shape {tuple(v.shape)}, config expects {tuple(expected[k].shape)}")
+            raise CheckpointError(
+                f"{source}: {k} has shape {tuple(v.shape)}, config expects {tuple(expected[k].shape)}"
+            )
     model.load_state_dict(state)
 
 
@@ -104,7 +115,10 @@ def _block_map(ref_prefix: str, our_prefix: str, layers: int) -> dict[str, tuple
             for p in ("weight", "bias"):
                 out[f"{ref_prefix}h.{n}.{part}.{p}"] = (f"{our_prefix}blocks.{n}.{part}.{p}", False)
         for part in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
-            out[f"{ref_prefix}h.{n}.{part}.weight"] = (f"{our_prefix}blocks.{n}.{part}.weight", True)
+            out[f"{ref_prefix}h.{n}.{part}.weight"] = (
+                f"{our_prefix}blocks.{n}.{part}.weight",
+                True,
+            )
             out[f"{ref_prefix}h.{n}.{part}.bias"] = (f"{our_prefix}blocks.{n}.{part}.bias", False)
     return out
 
@@ -125,13 +139,15 @@ def reference_name_map(config: BGPTConfig) -> dict[str, tuple[str, bool]]:
         m["classifier.bias"] = ("classifier.bias", False)
     else:
         b, ours = _REF_BYTE + "transformer.", "byte_decoder.transformer."
-        m.update({
-            b + "wte.weight": ("byte_decoder.wte.weight", False),
-            b + "wpe.weight": (ours + "wpe.weight", False),
-            b + "ln_f.weight": (ours + "ln_f.weight", False),
-            b + "ln_f.bias": (ours + "ln_f.bias", False),
-            **_block_map(b, ours, config.byte_layers),
-        })
+        m.update(
+            {
+                b + "wte.weight": ("byte_decoder.wte.weight", False),
+                b + "wpe.weight": (ours + "wpe.weight", False),
+                b + "ln_f.weight": (ours + "ln_f.weight", False),
+                b + "ln_f.bias": (ours + "ln_f.bias", False),
+                **_block_map(b, ours, config.byte_layers),
+            }
+        )
     return m
 
 
@@ -171,7 +187,9 @@ def infer_reference_config(state: dict[str, torch.Tensor]) -> BGPTConfig:
     )
 
 
-def from_reference_state_dict(state: dict[str, torch.Tensor], source: str = "checkpoint") -> BGPT | BGPTClassifier:
+def from_reference_state_dict(
+    state: dict[str, torch.Tensor], source: str = "checkpoint"
+) -> BGPT | BGPTClassifier:
     """Build our model from a reference state dict (SPEC §2 names, Conv1D layout)."""
     if "model" in state and isinstance(state["model"], dict):
         state = state["model"]
@@ -185,7 +203,9 @@ def from_reference_state_dict(state: dict[str, torch.Tensor], source: str = "che
     names = reference_name_map(config)
     unknown = sorted(k for k in state if k not in names and not _ignored(k))
     if unknown:
-        raise CheckpointError(f"{source}: unexpected weights for a bGPT model: {', '.join(unknown[:3])}")
+        raise CheckpointError(
+            f"{source}: unexpected weights for a bGPT model: {', '.join(unknown[:3])}"
+        )
     ours = {}
     for ref_key, (our_key, transpose) in names.items():
         if ref_key not in state:
@@ -201,9 +221,14 @@ def to_reference_state_dict(model: BGPT | BGPTClassifier) -> dict[str, torch.Ten
     """Our weights under the reference's names and layout (for export and parity tests)."""
     config = model.config
     if config.byte_context:
-        raise CheckpointError("a model with byte_context has no reference (.pth) form: the paper's model reads no byte context")
+        raise CheckpointError(
+            "a model with byte_context has no reference (.pth) form: the paper's model reads no byte context"
+        )
     ours = model.state_dict()
-    out = {ref: (ours[k].t().contiguous() if tr else ours[k].clone()) for ref, (k, tr) in reference_name_map(config).items()}
+    out = {
+        ref: (ours[k].t().contiguous() if tr else ours[k].clone())
+        for ref, (k, tr) in reference_name_map(config).items()
+    }
     out[_REF_PATCH + "base.wte.weight"] = torch.zeros(1, config.hidden_size)
     if not config.is_classifier:
         out[_REF_BYTE + "lm_head.weight"] = out[_REF_BYTE + "transformer.wte.weight"]
@@ -218,21 +243,30 @@ def load_reference(path: str | Path) -> BGPT | BGPTClassifier:
         raise CheckpointError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise CheckpointError(f"{path}: is a folder") from None
-    except pickle.UnpicklingError:  # weights_only refused a Python object: never load it another way
+    except (
+        pickle.UnpicklingError
+    ):  # weights_only refused a Python object: never load it another way
         if not zipfile.is_zipfile(path):
-            raise CheckpointError(f"{path}: this is not a PyTorch checkpoint (no torch.save archive)") from None
+            raise CheckpointError(
+                f"{path}: this is not a PyTorch checkpoint (no torch.save archive)"
+            ) from None
         raise CheckpointError(
             f"{path}: holds Python objects besides tensors; bgpt reads checkpoints weights-only "
             "(no code from a file ever runs), so this file cannot be loaded"
         ) from None
     except Exception as e:  # zip and format errors all mean "not loadable"
-        raise CheckpointError(f"{path}: this is not a loadable PyTorch checkpoint ({_short(e)})") from None
+        raise CheckpointError(
+            f"{path}: this is not a loadable PyTorch checkpoint ({_short(e)})"
+        ) from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: this is not a bGPT checkpoint (holds a {type(state).__name__})")
+        raise CheckpointError(
+            f"{path}: this is not a bGPT checkpoint (holds a {type(state).__name__})"
+        )
     return from_reference_state_dict(state, str(path))
 
 
 # --------------------------------------------------------------------------- any path
+
 
 def resolve_model_dir(path: Path) -> Path | None:
     """The saved-model folder a path stands for: itself, or a run folder's best / latest."""
@@ -253,14 +287,18 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> BGPT | B
     if path.is_dir():
         folder = resolve_model_dir(path)
         if folder is None:
-            raise CheckpointError(f"{path}: no {CONFIG_NAME} + {WEIGHTS_NAME} here (nor in best/ or latest/)")
+            raise CheckpointError(
+                f"{path}: no {CONFIG_NAME} + {WEIGHTS_NAME} here (nor in best/ or latest/)"
+            )
         return _finite(from_pretrained(folder, map_location), path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file")
     if path.suffix == ".safetensors":
-        raise CheckpointError(f"{path}: a bare .safetensors file has no config; pass its folder (with {CONFIG_NAME})")
+        raise CheckpointError(
+            f"{path}: a bare .safetensors file has no config; pass its folder (with {CONFIG_NAME})"
+        )
     model = load_reference(path)
     return _finite(model, path).to(map_location)
 
@@ -271,5 +309,7 @@ def _finite(model: BGPT | BGPTClassifier, path: Path) -> BGPT | BGPTClassifier:
     with torch.no_grad():
         bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
     if bad:
-        raise CheckpointError(f"{path}: weights are not finite (NaN or inf in {bad[0]}{' and others' if len(bad) > 1 else ''})")
+        raise CheckpointError(
+            f"{path}: weights are not finite (NaN or inf in {bad[0]}{' and others' if len(bad) > 1 else ''})"
+        )
     return model

@@ -17,27 +17,75 @@ from bgpt.validation import finite_float
 # name -> (module in bgpt.commands, prefix, help); the module has {prefix}add_arguments(parser)
 # and {prefix}run(args) -> int | None. Modules are imported only to build the parser.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "demo": ("demo", "demo_", "the main job: train a small model to simulate a CPU, evaluate it, report"),
-    "inspect": ("inspect", "inspect_", "a page of a file's bytes, coloured by the bits a model spends on each, with its top-5 guesses"),
+    "demo": (
+        "demo",
+        "demo_",
+        "the main job: train a small model to simulate a CPU, evaluate it, report",
+    ),
+    "inspect": (
+        "inspect",
+        "inspect_",
+        "a page of a file's bytes, coloured by the bits a model spends on each, with its top-5 guesses",
+    ),
     "info": (
         "model",
         "info_",
         "show a model's config and size (reference .pth, saved or run folder)",
     ),
     "import": ("model", "import_", "convert a reference .pth checkpoint into a bgpt model folder"),
-    "generate": ("generate", "generate_", "sample new files (cached, batched, written as they grow)"),
-    "convert": ("generate", "convert_", "convert files into another format with a conversion model"),
-    "train": ("train", "train_", "train a generative model on folders of files (or conversion pairs)"),
-    "train-classifier": ("train", "classifier_", "train a classifier (label = file name up to '_'), from a generative model (--init) or from scratch"),
-    "eval": ("train", "eval_", "bits per byte (generative) or accuracy (classifier) on folders of files"),
+    "generate": (
+        "generate",
+        "generate_",
+        "sample new files (cached, batched, written as they grow)",
+    ),
+    "convert": (
+        "generate",
+        "convert_",
+        "convert files into another format with a conversion model",
+    ),
+    "train": (
+        "train",
+        "train_",
+        "train a generative model on folders of files (or conversion pairs)",
+    ),
+    "train-classifier": (
+        "train",
+        "classifier_",
+        "train a classifier (label = file name up to '_'), from a generative model (--init) or from scratch",
+    ),
+    "eval": (
+        "train",
+        "eval_",
+        "bits per byte (generative) or accuracy (classifier) on folders of files",
+    ),
     "classify": ("train", "classify_", "label files with a classifier"),
     "pack": ("train", "pack_", "pack folders of files into a few shards read by memory map"),
-    "cpu": ("cpu", "cpu_", "CPU states: generate programs and traces, assemble, translate, run and evaluate models"),
-    "bench": ("bench", "bench_", "measure bytes/s, peak memory and MFU of training, evaluation, generation, data"),
-    "media": ("media", "media_", "convert audio/images to the paper's WAV/BMP formats; build labelled sets"),
+    "cpu": (
+        "cpu",
+        "cpu_",
+        "CPU states: generate programs and traces, assemble, translate, run and evaluate models",
+    ),
+    "bench": (
+        "bench",
+        "bench_",
+        "measure bytes/s, peak memory and MFU of training, evaluation, generation, data",
+    ),
+    "media": (
+        "media",
+        "media_",
+        "convert audio/images to the paper's WAV/BMP formats; build labelled sets",
+    ),
     "music": ("music", "music_", "ABC <-> MIDI: build the paired set, check generated files"),
-    "compress": ("compress", "compress_", "compress files losslessly with a byte model (arithmetic coding): FILE -> FILE.bgz"),
-    "decompress": ("compress", "decompress_", "restore files compressed by bgpt compress with the same model"),
+    "compress": (
+        "compress",
+        "compress_",
+        "compress files losslessly with a byte model (arithmetic coding): FILE -> FILE.bgz",
+    ),
+    "decompress": (
+        "compress",
+        "decompress_",
+        "restore files compressed by bgpt compress with the same model",
+    ),
 }
 
 
@@ -59,7 +107,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="bgpt", description="Byte models: train, evaluate, generate and convert with bGPT.")
+    parser = Parser(
+        prog="bgpt", description="Byte models: train, evaluate, generate and convert with bGPT."
+    )
     parser.add_argument(
         "--version", action="version", version=f"bgpt {__import__('bgpt').__version__}"
     )
@@ -81,7 +131,9 @@ def _add_verbosity(parser: argparse.ArgumentParser) -> None:
             _add_verbosity(child)
         return
     group = parser.add_argument_group("output")
-    group.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
+    group.add_argument(
+        "-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars"
+    )
     group.add_argument("-v", "--verbose", action="store_true", help="also debug messages")
 
 

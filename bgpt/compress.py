@@ -231,7 +231,9 @@ def read_header(blob: bytes) -> Header:
     if payload % 4:
         raise FormatError(f"corrupt header (payload of {payload} bytes is not whole 32-bit words)")
     if n > MAX_LENGTH:
-        raise FormatError(f"corrupt header (length {n} is over the {MAX_LENGTH:,}-byte maximum of a .bgz file)")
+        raise FormatError(
+            f"corrupt header (length {n} is over the {MAX_LENGTH:,}-byte maximum of a .bgz file)"
+        )
     if (n + 1) > (8 * payload + 128) << 16:
         # Every symbol costs at least 2**-16 bits (each of the 257 symbols keeps >= 2**-24
         # of the probability), so n + 1 symbols cannot fit in fewer bits: a header that

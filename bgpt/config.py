@@ -72,7 +72,9 @@ class BGPTConfig:
                 f"config: hidden_size {self.hidden_size} is not divisible by heads {self.heads}"
             )
         if self.patch_positions not in ("learned", "sinusoidal"):
-            raise BGPTError(f"config: patch_positions must be learned or sinusoidal, got {self.patch_positions!r}")
+            raise BGPTError(
+                f"config: patch_positions must be learned or sinusoidal, got {self.patch_positions!r}"
+            )
         if not 0.0 <= float(self.dropout) < 1.0:
             raise BGPTError(f"config: dropout must be in [0, 1), got {self.dropout!r}")
         if self.num_classes < 0:
@@ -103,7 +105,9 @@ class BGPTConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise BGPTError(f"config: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise BGPTError(
+                f"config: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         return cls(**data)
 
     @classmethod
@@ -139,7 +143,9 @@ def resolve_config(spec: str | Path | BGPTConfig | None, **overrides: Any) -> BG
     else:
         path = Path(spec)
         if not path.suffix == ".json":
-            raise BGPTError(f"config: {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a .json file")
+            raise BGPTError(
+                f"config: {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a .json file"
+            )
         base = BGPTConfig.from_json(path).to_dict()
     base.update({k: v for k, v in overrides.items() if v is not None})
     return BGPTConfig.from_dict(base)
@@ -148,7 +154,14 @@ def resolve_config(spec: str | Path | BGPTConfig | None, **overrides: Any) -> BG
 # ----------------------------------------------------------------------------- training runs
 
 MODEL_FIELDS = (
-    "patch_size", "max_patches", "hidden_size", "patch_layers", "byte_layers", "heads", "dropout", "byte_context",
+    "patch_size",
+    "max_patches",
+    "hidden_size",
+    "patch_layers",
+    "byte_layers",
+    "heads",
+    "dropout",
+    "byte_context",
     "patch_positions",
 )
 
@@ -230,24 +243,49 @@ class TrainConfig:
         check_fields(self)
         if self.task not in ("generate", "classify"):
             raise BGPTError(f"task must be generate or classify, got {self.task!r}")
-        check_ranges(self, {  # bounds checked before anything is allocated
-            "batch_size": (1, MAX_BATCH), "grad_accum": (1, MAX_BATCH), "steps": (0, 10**12),
-            "epochs": (0, 10**6), "minutes": (0, 60 * 24 * 366), "weight_decay": (0, 100), "grad_clip": (0, 10**6),
-            "save_every": (1, None), "log_every": (1, None), "eval_max_files": (1, None), "loss_from_patch": (0, 1 << 20),
-        })
+        check_ranges(
+            self,
+            {  # bounds checked before anything is allocated
+                "batch_size": (1, MAX_BATCH),
+                "grad_accum": (1, MAX_BATCH),
+                "steps": (0, 10**12),
+                "epochs": (0, 10**6),
+                "minutes": (0, 60 * 24 * 366),
+                "weight_decay": (0, 100),
+                "grad_clip": (0, 10**6),
+                "save_every": (1, None),
+                "log_every": (1, None),
+                "eval_max_files": (1, None),
+                "loss_from_patch": (0, 1 << 20),
+            },
+        )
         checks = {
-            "batch_size": self.batch_size >= 1, "grad_accum": self.grad_accum >= 1, "steps": self.steps >= 0,
-            "epochs": self.epochs >= 0, "minutes": self.minutes >= 0, "lr": 0 < self.lr < 1, "warmup": 0 <= self.warmup < 1,
-            "min_lr_ratio": 0 <= self.min_lr_ratio <= 1, "weight_decay": self.weight_decay >= 0,
-            "grad_clip": self.grad_clip >= 0, "sample_patches": self.sample_patches >= 0, "loss_from_patch": self.loss_from_patch >= 0,
-            "save_every": self.save_every >= 1, "log_every": self.log_every >= 1,
-            "eval_max_files": self.eval_max_files >= 1, "eval_fraction": 0 < self.eval_fraction < 1,
+            "batch_size": self.batch_size >= 1,
+            "grad_accum": self.grad_accum >= 1,
+            "steps": self.steps >= 0,
+            "epochs": self.epochs >= 0,
+            "minutes": self.minutes >= 0,
+            "lr": 0 < self.lr < 1,
+            "warmup": 0 <= self.warmup < 1,
+            "min_lr_ratio": 0 <= self.min_lr_ratio <= 1,
+            "weight_decay": self.weight_decay >= 0,
+            "grad_clip": self.grad_clip >= 0,
+            "sample_patches": self.sample_patches >= 0,
+            "loss_from_patch": self.loss_from_patch >= 0,
+            "save_every": self.save_every >= 1,
+            "log_every": self.log_every >= 1,
+            "eval_max_files": self.eval_max_files >= 1,
+            "eval_fraction": 0 < self.eval_fraction < 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise BGPTError(f"absurd setting: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+            raise BGPTError(
+                f"absurd setting: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}"
+            )
         if self.batch_size % self.grad_accum:
-            raise BGPTError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+            raise BGPTError(
+                f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}"
+            )
         unknown = set(self.model_overrides) - set(MODEL_FIELDS)
         if unknown:
             raise BGPTError(f"unknown model field(s): {', '.join(sorted(unknown))}")

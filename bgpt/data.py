@@ -33,6 +33,7 @@ SHARD_BYTES = 1 << 30  # a new shard after 1 GiB
 
 # --------------------------------------------------------------------------- file sets
 
+
 class FileSet:
     """Indexable (name, bytes) collection; `name` is a path relative to its root."""
 
@@ -105,22 +106,40 @@ class PackedSet(FileSet):
             if meta.get("format") != PACK_FORMAT or meta.get("version") != PACK_VERSION:
                 raise ValueError("unknown format or version")
             shard_names = meta["shards"]
-            if not isinstance(shard_names, list) or not all(isinstance(x, str) for x in shard_names):
+            if not isinstance(shard_names, list) or not all(
+                isinstance(x, str) for x in shard_names
+            ):
                 raise ValueError("'shards' is not a list of names")
             paths = [self._shard_path(x) for x in shard_names]
             self.index = np.load(self.root / "index.npy", allow_pickle=False)
             names = (self.root / "names.txt").read_text(encoding="utf-8", errors="surrogateescape")
             self.names = names.split("\n")[: len(self.index)]
-            self.shards = [np.memmap(p, dtype=np.uint8, mode="r") if os.path.getsize(p) else np.zeros(0, np.uint8) for p in paths]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
+            self.shards = [
+                np.memmap(p, dtype=np.uint8, mode="r")
+                if os.path.getsize(p)
+                else np.zeros(0, np.uint8)
+                for p in paths
+            ]
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            json.JSONDecodeError,
+        ) as e:
             raise BGPTError(f"{self.root}: not a readable packed set ({e})") from None
         idx = self.index
         if idx.ndim != 2 or idx.shape[1] != 3 or idx.dtype.kind not in "iu":
             raise BGPTError(f"{self.root}: packed set index is not an (N, 3) integer table")
         if len(self.names) != len(idx) or len(idx) != meta.get("files"):
-            raise BGPTError(f"{self.root}: packed set index is inconsistent (files {meta.get('files')}, index {len(idx)}, names {len(self.names)})")
+            raise BGPTError(
+                f"{self.root}: packed set index is inconsistent (files {meta.get('files')}, index {len(idx)}, names {len(self.names)})"
+            )
         if len(idx) and (idx.min() < 0 or idx[:, 0].max() >= len(self.shards)):
-            raise BGPTError(f"{self.root}: packed set index holds negative offsets or unknown shards")
+            raise BGPTError(
+                f"{self.root}: packed set index holds negative offsets or unknown shards"
+            )
         ends = idx[:, 1] + idx[:, 2]
         for k, shard in enumerate(self.shards):
             rows = idx[:, 0] == k
@@ -130,7 +149,11 @@ class PackedSet(FileSet):
     def _shard_path(self, name: str) -> Path:
         """A shard named in pack.json: a plain file inside the set's folder, nowhere else."""
         path = self.root / name
-        if Path(name).name != name or name in ("", ".", "..") or not path.resolve().is_relative_to(self.root.resolve()):
+        if (
+            Path(name).name != name
+            or name in ("", ".", "..")
+            or not path.resolve().is_relative_to(self.root.resolve())
+        ):
             raise ValueError(f"shard {name!r} is not a file of this folder")
         return path
 
@@ -184,8 +207,18 @@ class PackWriter:
         self._file.close()
         index = np.array(self.rows, dtype=np.int64).reshape(-1, 3)
         atomic_write(self.root / "index.npy", lambda tmp: np.save(open(tmp, "wb"), index))  # noqa: SIM115
-        atomic_write(self.root / "names.txt", lambda tmp: Path(tmp).write_text("\n".join(self.names), encoding="utf-8", errors="surrogateescape"))
-        meta = {"format": PACK_FORMAT, "version": PACK_VERSION, "files": len(self.names), "shards": self.shard_names}
+        atomic_write(
+            self.root / "names.txt",
+            lambda tmp: Path(tmp).write_text(
+                "\n".join(self.names), encoding="utf-8", errors="surrogateescape"
+            ),
+        )
+        meta = {
+            "format": PACK_FORMAT,
+            "version": PACK_VERSION,
+            "files": len(self.names),
+            "shards": self.shard_names,
+        }
         atomic_write_text(self.root / INDEX_NAME, json.dumps(meta, indent=1))
 
     def __enter__(self) -> PackWriter:
@@ -281,18 +314,23 @@ def split_holdout(files: FileSet, fraction: float, seed: int = 0) -> tuple[FileS
     if not 0 < fraction < 1:
         raise BGPTError(f"eval fraction must be in (0, 1), got {fraction}")
     stems = [os.path.splitext(n)[0] for n in files.names]
-    keys = np.array([zlib.crc32(f"{seed}:{n}".encode(errors="surrogateescape")) for n in stems], dtype=np.uint64)
+    keys = np.array(
+        [zlib.crc32(f"{seed}:{n}".encode(errors="surrogateescape")) for n in stems], dtype=np.uint64
+    )
     held = keys % 10_000 < int(fraction * 10_000)
     if held.all() or not held.any():  # tiny sets: take every k-th stem instead
         unique = sorted(set(stems))
         chosen = set(unique[:: max(2, round(1 / fraction))])
         held = np.array([n in chosen for n in stems], dtype=bool)
     if held.all() or len(files) < 2:
-        raise BGPTError(f"too few files ({len(files)}) to hold some out for evaluation; give --eval DIR")
+        raise BGPTError(
+            f"too few files ({len(files)}) to hold some out for evaluation; give --eval DIR"
+        )
     return SubSet(files, np.flatnonzero(~held)), SubSet(files, np.flatnonzero(held))
 
 
 # --------------------------------------------------------------------------- pairs and labels
+
 
 def parse_conversion(spec: str) -> list[tuple[str, str]]:
     """'abc->mid' -> [('abc', 'mid')]; 'abc&mid' -> both directions."""
@@ -301,7 +339,9 @@ def parse_conversion(spec: str) -> list[tuple[str, str]]:
             a, b = (s.strip().lstrip(".") for s in spec.split(sep, 1))
             if a and b and a != b and "/" not in a + b:
                 return [(a, b), (b, a)] if both else [(a, b)]
-    raise BGPTError(f"conversion {spec!r}: expected 'X->Y' (one way) or 'X&Y' (both ways), e.g. 'abc->mid'")
+    raise BGPTError(
+        f"conversion {spec!r}: expected 'X->Y' (one way) or 'X&Y' (both ways), e.g. 'abc->mid'"
+    )
 
 
 def pair_by_stem(files: FileSet, src: str, dst: str) -> list[tuple[int, int]]:
@@ -311,7 +351,9 @@ def pair_by_stem(files: FileSet, src: str, dst: str) -> list[tuple[int, int]]:
         ext = extension_of(name)
         if ext in by_ext:
             by_ext[ext][name[: -len(ext) - 1]] = i
-    pairs = [(i, by_ext[dst][stem]) for stem, i in sorted(by_ext[src].items()) if stem in by_ext[dst]]
+    pairs = [
+        (i, by_ext[dst][stem]) for stem, i in sorted(by_ext[src].items()) if stem in by_ext[dst]
+    ]
     lonely = len(by_ext[src]) + len(by_ext[dst]) - 2 * len(pairs)
     if lonely:
         logger.warning(f"{lonely} .{src}/.{dst} file(s) without a partner skipped")
@@ -330,6 +372,7 @@ def label_of(name: str) -> str:
 
 # --------------------------------------------------------------------------- streams
 
+
 @dataclass(frozen=True)
 class Example:
     """One item of a dataset: a stream window, where scoring starts, which file it is."""
@@ -347,14 +390,26 @@ class StreamDataset:
     generator derived from (seed, epoch, item), so a resumed run sees the same crops.
     `train=False`: every evaluation window of every item (see `stream.eval_windows`)."""
 
-    def __init__(self, files: FileSet, patch_size: int, max_patches: int, conversion: str | None = None, labels: list[str] | None = None):
+    def __init__(
+        self,
+        files: FileSet,
+        patch_size: int,
+        max_patches: int,
+        conversion: str | None = None,
+        labels: list[str] | None = None,
+    ):
         self.files = files
         self.patch_size = patch_size
         self.max_patches = max_patches
         self.items: list[tuple[int, ...]]
         if conversion:
-            per_direction = [[pair + (a, b) for pair in pair_by_stem(files, a, b)] for a, b in parse_conversion(conversion)]
-            self.items = [it for group in zip(*per_direction, strict=False) for it in group]  # directions interleaved
+            per_direction = [
+                [pair + (a, b) for pair in pair_by_stem(files, a, b)]
+                for a, b in parse_conversion(conversion)
+            ]
+            self.items = [
+                it for group in zip(*per_direction, strict=False) for it in group
+            ]  # directions interleaved
         else:
             self.items = [(i,) for i in range(len(files))]
         self.labels = labels
@@ -364,14 +419,20 @@ class StreamDataset:
             for i in range(len(files)):
                 lab = label_of(files.names[i])
                 if lab not in index:
-                    raise BGPTError(f"{files.names[i]}: label {lab!r} is not one of the model's labels {labels}")
+                    raise BGPTError(
+                        f"{files.names[i]}: label {lab!r} is not one of the model's labels {labels}"
+                    )
                 self.label_ids.append(index[lab])
 
     def __len__(self) -> int:
         return len(self.items)
 
     def name(self, item: int) -> str:
-        return " -> ".join(self.files.names[i] for i in self.items[item][:2] if isinstance(i, int)) if len(self.items[item]) > 1 else self.files.names[self.items[item][0]]
+        return (
+            " -> ".join(self.files.names[i] for i in self.items[item][:2] if isinstance(i, int))
+            if len(self.items[item]) > 1
+            else self.files.names[self.items[item][0]]
+        )
 
     def stream(self, item: int) -> Stream:
         it = self.items[item]
@@ -392,4 +453,7 @@ class StreamDataset:
     def eval_examples(self, item: int) -> list[Example]:
         st = self.stream(item)
         label = self.label_ids[item] if self.label_ids else -1
-        return [Example(st.window(start, self.max_patches), first - start, item, label) for start, first in eval_windows(st.num_patches, self.max_patches)]
+        return [
+            Example(st.window(start, self.max_patches), first - start, item, label)
+            for start, first in eval_windows(st.num_patches, self.max_patches)
+        ]

@@ -90,7 +90,11 @@ def evaluate_generative(
     by_ext: dict[str, list] = defaultdict(lambda: [np.zeros(2), np.zeros(2, dtype=np.int64), 0])
     for r, i in enumerate(items):
         it = dataset.items[i]
-        key = f"{it[2]}->{it[3]}" if len(it) > 1 else (extension_of(dataset.files.names[it[0]]) or "(none)")
+        key = (
+            f"{it[2]}->{it[3]}"
+            if len(it) > 1
+            else (extension_of(dataset.files.names[it[0]]) or "(none)")
+        )
         acc = by_ext[key]
         acc[0] += bits[r]
         acc[1] += nbytes[r]
@@ -113,7 +117,11 @@ def evaluate_generative(
 def _breakdown(bits: np.ndarray, nbytes: np.ndarray, files: int) -> dict:
     """BPB of a group of files; for conversion pairs also of its input and target parts
     (so 'abc->mid' and 'mid->abc' give the paper's BPB_abc and BPB_midi per direction)."""
-    out = {"bpb": float(bits.sum() / nbytes.sum()) if nbytes.sum() else None, "bytes": int(nbytes.sum()), "files": files}
+    out = {
+        "bpb": float(bits.sum() / nbytes.sum()) if nbytes.sum() else None,
+        "bytes": int(nbytes.sum()),
+        "files": files,
+    }
     if nbytes[1]:
         out["bpb_input"] = float(bits[0] / nbytes[0]) if nbytes[0] else None
         out["bpb_target"] = float(bits[1] / nbytes[1])
@@ -121,7 +129,9 @@ def _breakdown(bits: np.ndarray, nbytes: np.ndarray, files: int) -> dict:
 
 
 @torch.inference_mode()
-def classify_examples(model: BGPTClassifier, examples: list[Example], batch_size: int, device, dtype) -> torch.Tensor:
+def classify_examples(
+    model: BGPTClassifier, examples: list[Example], batch_size: int, device, dtype
+) -> torch.Tensor:
     """Class probabilities (N, K) in the order of `examples`."""
     device = torch.device(device)
     was_training = model.training
@@ -138,7 +148,14 @@ def classify_examples(model: BGPTClassifier, examples: list[Example], batch_size
     return probs
 
 
-def evaluate_classifier(model: BGPTClassifier, dataset: StreamDataset, batch_size: int = 8, device="cpu", dtype=torch.float32, max_items: int | None = None) -> dict:
+def evaluate_classifier(
+    model: BGPTClassifier,
+    dataset: StreamDataset,
+    batch_size: int = 8,
+    device="cpu",
+    dtype=torch.float32,
+    max_items: int | None = None,
+) -> dict:
     """Accuracy and confusion matrix (rows: truth, columns: prediction) on the head window
     of every file, as the reference classifies."""
     items = spread(len(dataset), max_items)
@@ -150,5 +167,15 @@ def evaluate_classifier(model: BGPTClassifier, dataset: StreamDataset, batch_siz
     k = model.config.num_classes
     confusion = np.zeros((k, k), dtype=np.int64)
     np.add.at(confusion, (truth, pred), 1)
-    nll = -np.log(probs[torch.arange(n), torch.from_numpy(truth)].clamp_min(1e-12).numpy()).mean() if n else None
-    return {"accuracy": float((pred == truth).mean()) if n else None, "loss": float(nll) if n else None, "files": n, "labels": model.config.labels, "confusion": confusion.tolist()}
+    nll = (
+        -np.log(probs[torch.arange(n), torch.from_numpy(truth)].clamp_min(1e-12).numpy()).mean()
+        if n
+        else None
+    )
+    return {
+        "accuracy": float((pred == truth).mean()) if n else None,
+        "loss": float(nll) if n else None,
+        "files": n,
+        "labels": model.config.labels,
+        "confusion": confusion.tolist(),
+    }

@@ -59,7 +59,9 @@ def _inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
-def check_output_file(path: str | Path, inputs: Iterable[str | Path] = (), force: bool = False) -> Path:
+def check_output_file(
+    path: str | Path, inputs: Iterable[str | Path] = (), force: bool = False
+) -> Path:
     """An output file may be written at `path`: not a symlink, not one of the inputs, not an
     existing file unless `force`, and its folder not a file. Raises BGPTError otherwise."""
     path = Path(path)
@@ -90,7 +92,9 @@ def check_output_folder(path: str | Path, inputs: Iterable[str | Path] = ()) -> 
     for i in inputs:
         i = Path(i)
         if i.is_dir() and _inside(path, i):
-            raise BGPTError(f"{path}: is inside the input folder {i}; give an output folder outside the data")
+            raise BGPTError(
+                f"{path}: is inside the input folder {i}; give an output folder outside the data"
+            )
         if i.is_file() and _same(path, i):
             raise BGPTError(f"{path}: is an input of this command")
     return path
@@ -106,7 +110,9 @@ def create_output(path: str | Path, force: bool = False):
         raise BGPTError(f"{path}: exists; pass --force to replace it") from None
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise BGPTError(f"{path}: is a symbolic link; bgpt does not write through links") from None
+            raise BGPTError(
+                f"{path}: is a symbolic link; bgpt does not write through links"
+            ) from None
         raise
     return os.fdopen(fd, "wb")
 

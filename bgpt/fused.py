@@ -26,12 +26,15 @@ try:
 except ImportError:  # optional: the PyTorch step does the same work
     numba = None
 
+
 def available() -> bool:
     return numba is not None
 
 
 if numba is not None:  # compiled on first use; numba caches the machine code on disk
-    _jit = numba.njit(cache=True, nogil=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+    _jit = numba.njit(
+        cache=True, nogil=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}
+    )
 
     @_jit
     def layer_norm(x, w, b, eps, out):
@@ -58,8 +61,27 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
                 out[j] += xi * w[i, j]
 
     @_jit
-    def _step(h, pos, first_qkv, ln1, qkv_w, qkv_b, proj_w, proj_b, ln2, fc_w, fc_b, out_w, out_b,
-             ln_f, eps, head, keys, values, out):
+    def _step(
+        h,
+        pos,
+        first_qkv,
+        ln1,
+        qkv_w,
+        qkv_b,
+        proj_w,
+        proj_b,
+        ln2,
+        fc_w,
+        fc_b,
+        out_w,
+        out_b,
+        ln_f,
+        eps,
+        head,
+        keys,
+        values,
+        out,
+    ):
         """h (H,): the first block's input, updated in place; first_qkv (3H,) or empty: the first
         block's q, k, v looked up; ln* (L or 1, 2, H) weight and bias; keys/values: per layer
         (heads, T, hd), position `pos` written; out: (H,) final LayerNorm or (V,) logits."""
@@ -108,7 +130,11 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
             affine(a, fc_w[layer], fc_b[layer], f)
             for i in range(f.shape[0]):  # GELU, tanh approximation
                 u = f[i]
-                f[i] = np.float32(0.5) * u * (np.float32(1.0) + np.tanh(c * (u + np.float32(0.044715) * u * u * u)))
+                f[i] = (
+                    np.float32(0.5)
+                    * u
+                    * (np.float32(1.0) + np.tanh(c * (u + np.float32(0.044715) * u * u * u)))
+                )
             affine(f, out_w[layer], out_b[layer], t)
             for i in range(hidden):
                 h[i] += t[i]
@@ -122,8 +148,6 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
                 ai = a[i]
                 for j in range(out.shape[0]):
                     out[j] += ai * head[i, j]
-
-
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -140,17 +164,27 @@ class FusedStep:
         self.eps = float(blocks[0].ln_1.eps)
 
         def stack(get, transpose=False):
-            return np.ascontiguousarray(np.stack([_np(get(b).t() if transpose else get(b)) for b in blocks]))
+            return np.ascontiguousarray(
+                np.stack([_np(get(b).t() if transpose else get(b)) for b in blocks])
+            )
 
         self.ln1 = stack(lambda b: torch.stack([b.ln_1.weight, b.ln_1.bias]))
         self.ln2 = stack(lambda b: torch.stack([b.ln_2.weight, b.ln_2.bias]))
-        self.qkv = (stack(lambda b: b.attn.c_attn.weight, True), stack(lambda b: b.attn.c_attn.bias))
-        self.proj = (stack(lambda b: b.attn.c_proj.weight, True), stack(lambda b: b.attn.c_proj.bias))
+        self.qkv = (
+            stack(lambda b: b.attn.c_attn.weight, True),
+            stack(lambda b: b.attn.c_attn.bias),
+        )
+        self.proj = (
+            stack(lambda b: b.attn.c_proj.weight, True),
+            stack(lambda b: b.attn.c_proj.bias),
+        )
         self.fc = (stack(lambda b: b.mlp.c_fc.weight, True), stack(lambda b: b.mlp.c_fc.bias))
         self.out = (stack(lambda b: b.mlp.c_proj.weight, True), stack(lambda b: b.mlp.c_proj.bias))
         self.ln_f = _np(torch.stack([tr.ln_f.weight, tr.ln_f.bias]))
         hidden = self.wpe.shape[1]
-        self.head = np.empty((0, 0), np.float32) if head is None else np.ascontiguousarray(_np(head).T)
+        self.head = (
+            np.empty((0, 0), np.float32) if head is None else np.ascontiguousarray(_np(head).T)
+        )
         self.width = hidden if head is None else self.head.shape[1]
         self.no_qkv = np.empty(0, np.float32)
         self._views: tuple = (None, None, None)
@@ -160,7 +194,11 @@ class FusedStep:
         (the tensors themselves are held: a freed tensor's id could come back)."""
         tensors = tuple(t for layer in cache for t in (layer.k, layer.v))
         held = self._views[0]
-        if held is None or len(held) != len(tensors) or any(a is not b for a, b in zip(held, tensors, strict=True)):
+        if (
+            held is None
+            or len(held) != len(tensors)
+            or any(a is not b for a, b in zip(held, tensors, strict=True))
+        ):
             keys = tuple(layer.k[0].numpy() for layer in cache)
             values = tuple(layer.v[0].numpy() for layer in cache)
             self._views = (tensors, keys, values)
@@ -176,7 +214,22 @@ class FusedStep:
             h, first = looked_up[0][0].numpy().copy(), looked_up[1][0].numpy()
         keys, values = self._cache_views(cache)
         out = np.empty(self.width, np.float32)
-        _step(h, pos, first, self.ln1, *self.qkv, *self.proj, self.ln2, *self.fc, *self.out,
-                  self.ln_f, self.eps, self.head, keys, values, out)
+        _step(
+            h,
+            pos,
+            first,
+            self.ln1,
+            *self.qkv,
+            *self.proj,
+            self.ln2,
+            *self.fc,
+            *self.out,
+            self.ln_f,
+            self.eps,
+            self.head,
+            keys,
+            values,
+            out,
+        )
         cache.lens[0] = pos + 1
         return torch.from_numpy(out)[None]

@@ -385,7 +385,9 @@ class Generation:
                             feats = m.patch_decoder(patches)[:, -1]  # (g, H), whole prefix
                         targets = torch.full((g, s), PAD, dtype=torch.long, device=self.device)
                         targets[:, :t] = prefix
-                        logits = m.byte_decoder(feats, targets, patches[:, -1])[:, t]  # whole patch prefix
+                        logits = m.byte_decoder(feats, targets, patches[:, -1])[
+                            :, t
+                        ]  # whole patch prefix
                     symbols = self._choose(samples, logits)
                 keep = [
                     r
@@ -484,7 +486,10 @@ class _OneStep:
         shape, heads = (self.wpe.shape[1],), self.heads
         plan = cache.plan(1, rows)
         if looked_up is None:
-            h, first_qkv = x + (self.wpe[plan.start] if plan.start is not None else self.wpe[plan.pos[:, 0]]), None
+            h, first_qkv = (
+                x + (self.wpe[plan.start] if plan.start is not None else self.wpe[plan.pos[:, 0]]),
+                None,
+            )
         else:
             h, first_qkv = looked_up
         b, hidden = h.shape
@@ -575,7 +580,9 @@ class _CachedRun:
                 looked_up = (self.table_h[p].narrow(0, y, 1), self.table_qkv[p].narrow(0, y, 1))
             else:  # index_select: cheaper than advanced indexing
                 vocab = self.wte.shape[0]
-                at = torch.tensor([(q - 1) * vocab + y for q, y in zip(pos, self.prev, strict=True)], device=dev)
+                at = torch.tensor(
+                    [(q - 1) * vocab + y for q, y in zip(pos, self.prev, strict=True)], device=dev
+                )
                 looked_up = (
                     torch.index_select(self.table_h.flatten(0, 1), 0, at),
                     torch.index_select(self.table_qkv.flatten(0, 1), 0, at),

@@ -25,7 +25,9 @@ PUBLISHED = {
     "weights-image.pth": "images (ImageNet, 32x32 BMP), generative",
     "weights-audio.pth": "audio (LibriSpeech, 8 kHz 1 s WAV), generative",
 }
-_PATH = re.compile(r"^hf://(?P<owner>[\w.-]+)/(?P<repo>[\w.-]+)/(?P<file>[^@]+?)(?:@(?P<rev>[\w./-]+))?$")
+_PATH = re.compile(
+    r"^hf://(?P<owner>[\w.-]+)/(?P<repo>[\w.-]+)/(?P<file>[^@]+?)(?:@(?P<rev>[\w./-]+))?$"
+)
 
 
 def is_hub_path(path) -> bool:
@@ -52,7 +54,9 @@ def resolve(path: str) -> Path:
             RevisionNotFoundError,
         )
     except ImportError:
-        raise BGPTError(f"{path}: hub paths need huggingface_hub (pip install 'bgpt[hub]')") from None
+        raise BGPTError(
+            f"{path}: hub paths need huggingface_hub (pip install 'bgpt[hub]')"
+        ) from None
     try:
         return Path(hf_hub_download(repo_id=repo, filename=filename, revision=revision))
     except LocalEntryNotFoundError:
@@ -61,7 +65,9 @@ def resolve(path: str) -> Path:
             "(offline, HF_HUB_OFFLINE=1, or no network); download it where there is a connection"
         ) from None
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
-        raise BGPTError(f"{path}: {type(e).__name__.removesuffix('Error').lower()} on the hub") from None
+        raise BGPTError(
+            f"{path}: {type(e).__name__.removesuffix('Error').lower()} on the hub"
+        ) from None
     except OSError as e:  # network and disk failures
         raise BGPTError(f"{path}: cannot fetch from the hub ({e})") from None
 

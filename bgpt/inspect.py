@@ -61,7 +61,9 @@ def score_stream(model: BGPT, stream: Stream) -> tuple[np.ndarray, np.ndarray, n
         patches = torch.from_numpy(w.symbols.astype(np.int64)).to(device).view(1, -1, s)
         features = model.patch_decoder(patches)[0, :-1]  # feature of patch i predicts i+1
         targets, context = patches[0, 1:], patches[0, :-1]
-        logp = model.byte_decoder(features, targets, context).float().log_softmax(-1)  # (P-1, S, 257)
+        logp = (
+            model.byte_decoder(features, targets, context).float().log_softmax(-1)
+        )  # (P-1, S, 257)
         k = first - start - 1  # the first scored prediction of this window
         lp = logp[k:]
         got = lp.gather(-1, targets[k:, :, None]).squeeze(-1)  # (m, S)
@@ -83,13 +85,18 @@ def analyse(model: BGPT, data: bytes, ext: str, title: str = "") -> Part:
     return Part(title or f".{ext}", bytes(data), bits[:n], top[:n], top_p[:n])
 
 
-def analyse_pair(model: BGPT, x: bytes, x_ext: str, y: bytes, y_ext: str, title: str = "") -> list[Part]:
+def analyse_pair(
+    model: BGPT, x: bytes, x_ext: str, y: bytes, y_ext: str, title: str = ""
+) -> list[Part]:
     """A conversion pair, scored as training sees it: the input part and the target part apart."""
     s = model.config.patch_size
     st = encode_pair(x, x_ext, y, y_ext, s)
     bits, top, top_p = score_stream(model, st)
     parts = []
-    for role, data, name in ((ROLE_INPUT, x, f"input .{x_ext}"), (ROLE_TARGET, y, f"target .{y_ext}")):
+    for role, data, name in (
+        (ROLE_INPUT, x, f"input .{x_ext}"),
+        (ROLE_TARGET, y, f"target .{y_ext}"),
+    ):
         where = np.flatnonzero(st.roles[s:] == role)  # its bytes, then its end symbol where scored
         take = where[: len(data) + 1]
         b = np.zeros(len(data) + 1)
@@ -100,7 +107,9 @@ def analyse_pair(model: BGPT, x: bytes, x_ext: str, y: bytes, y_ext: str, title:
     return parts
 
 
-def surprising_spans(bits: np.ndarray, width: int = 8, count: int = 10) -> list[tuple[int, int, float]]:
+def surprising_spans(
+    bits: np.ndarray, width: int = 8, count: int = 10
+) -> list[tuple[int, int, float]]:
     """The `count` non-overlapping windows of `width` bytes with the most bits: (start, end, bits)."""
     n = len(bits)
     if n == 0:
@@ -148,14 +157,21 @@ def byte_cells(part: Part, max_bytes: int) -> str:
             y = part.data[i] if i < n else PAD
             tip = html.escape(
                 f"byte {i}: {symbol_text(y)} ({part.bits[i]:.2f} bits)\n"
-                + "\n".join(f"{symbol_text(int(t))}  {p:.3f}" for t, p in zip(part.top[i], part.top_p[i], strict=True)),
+                + "\n".join(
+                    f"{symbol_text(int(t))}  {p:.3f}"
+                    for t, p in zip(part.top[i], part.top_p[i], strict=True)
+                ),
                 quote=True,
             )
             style = f' style="background:{colour(part.bits[i])}" title="{tip}"'
             hexes.append(f'<span class="b"{style}>{"EOF" if y == PAD else f"{y:02x}"}</span>')
-            chars.append(f'<span class="c"{style}>{html.escape(chr(y)) if 32 <= y < 127 else "·"}</span>')
-        rows.append(f'<div class="r"><span class="o">{row:08x}</span><span class="h">{"".join(hexes)}</span>'
-                    f'<span class="t">{"".join(chars)}</span></div>')
+            chars.append(
+                f'<span class="c"{style}>{html.escape(chr(y)) if 32 <= y < 127 else "·"}</span>'
+            )
+        rows.append(
+            f'<div class="r"><span class="o">{row:08x}</span><span class="h">{"".join(hexes)}</span>'
+            f'<span class="t">{"".join(chars)}</span></div>'
+        )
     return "\n".join(rows)
 
 
@@ -165,8 +181,14 @@ def part_html(part: Part, max_bytes: int) -> str:
         f"<tr><td>{a}–{b - 1}</td><td>{bits:.1f}</td><td><code>{html.escape(''.join(symbol_text(y) for y in part.data[a:b]))}</code></td></tr>"
         for a, b, bits in spans
     )
-    cut = (f'<p class="note">showing the first {max_bytes:,} of {len(part.data):,} bytes (every byte was scored; '
-           f"the bits per byte count them all)</p>") if len(part.data) > max_bytes else ""
+    cut = (
+        (
+            f'<p class="note">showing the first {max_bytes:,} of {len(part.data):,} bytes (every byte was scored; '
+            f"the bits per byte count them all)</p>"
+        )
+        if len(part.data) > max_bytes
+        else ""
+    )
     return f"""<section>
 <h2>{html.escape(part.title)}</h2>
 <p><b>{part.bpb:.4f}</b> bits per byte over {len(part.data):,} bytes (the end symbol: {part.bits[-1]:.2f} bits)</p>

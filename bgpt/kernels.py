@@ -84,7 +84,9 @@ def dropout_scale(p: float) -> tuple[int, float]:
 def dropout_coins(seed: int, numel: int) -> np.ndarray:
     """The reference rule: element i's 16-bit coin, lane i % 4 of splitmix64(seed + (i // 4 + 1) * GAMMA)."""
     with np.errstate(over="ignore"):
-        z = np.uint64(seed) + (np.arange((numel + 3) // 4, dtype=np.uint64) + np.uint64(1)) * np.uint64(GAMMA)
+        z = np.uint64(seed) + (
+            np.arange((numel + 3) // 4, dtype=np.uint64) + np.uint64(1)
+        ) * np.uint64(GAMMA)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
         z = z ^ (z >> np.uint64(31))
@@ -122,7 +124,9 @@ if numba is not None:
     @_inline
     def _bf16(v):  # the bf16 bits of fp32 v, rounded to nearest even
         u = _bits(v)
-        return np.uint16((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+        return np.uint16(
+            (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+        )
 
     def _load(x, i):  # bf16 (as uint16) or fp32 element as fp32
         raise NotImplementedError  # compiled only, see the overload
@@ -197,9 +201,9 @@ if numba is not None:
     def _gelu_slope(v):  # d gelu(v) / dv
         beta, kappa = np.float32(GELU_BETA), np.float32(GELU_KAPPA)
         t = _tanh(beta * (v + kappa * v * v * v))
-        return np.float32(0.5) * (np.float32(1.0) + t) + np.float32(0.5) * v * (np.float32(1.0) - t * t) * beta * (
-            np.float32(1.0) + np.float32(3.0) * kappa * v * v
-        )
+        return np.float32(0.5) * (np.float32(1.0) + t) + np.float32(0.5) * v * (
+            np.float32(1.0) - t * t
+        ) * beta * (np.float32(1.0) + np.float32(3.0) * kappa * v * v)
 
     @_jit
     def _gelu(x, out, start, stop):
@@ -277,27 +281,35 @@ if numba is not None:
                 d[j] = s * (_load(g, j) * weight[j] - a - (xr[j] - m) * s * b)
 
     @_jit
-    def _column_sums(x, partial, start, stop):  # rows [start, stop) of x (R, C) into partial[r // BIAS_BLOCK]
+    def _column_sums(
+        x, partial, start, stop
+    ):  # rows [start, stop) of x (R, C) into partial[r // BIAS_BLOCK]
         for r in range(start, stop):
             xr, acc = x[r], partial[r // BIAS_BLOCK]
             for j in range(xr.size):
                 acc[j] += _load(xr, j)
 
     @_inline
-    def _hash(seed, counter):  # splitmix64(seed + (counter + 1) * GAMMA): the coins of elements 4 * counter + 0..3
+    def _hash(
+        seed, counter
+    ):  # splitmix64(seed + (counter + 1) * GAMMA): the coins of elements 4 * counter + 0..3
         z = seed + np.uint64(counter + 1) * np.uint64(GAMMA)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
         return z ^ (z >> np.uint64(31))
 
     @_inline
-    def _coins(seed, first, hashes):  # the coins of elements first.. (first: a multiple of 4), as uint16
+    def _coins(
+        seed, first, hashes
+    ):  # the coins of elements first.. (first: a multiple of 4), as uint16
         for g in range(hashes.size):  # one hash per four elements (vectorised), not one per element
             hashes[g] = _hash(seed, (first >> 2) + g)
         return hashes.view(np.uint16)  # little-endian: lane k of a hash is its bits 16k..16k+15
 
     @_jit
-    def _dropout(x, out, seed, drop, scale, start, stop):  # x and out: bf16 or fp32, either way; start % 4 == 0
+    def _dropout(
+        x, out, seed, drop, scale, start, stop
+    ):  # x and out: bf16 or fp32, either way; start % 4 == 0
         hashes = np.empty(COIN_BLOCK // 4, np.uint64)
         for b in range(start, stop, COIN_BLOCK):
             coins = _coins(seed, b, hashes)
@@ -305,16 +317,23 @@ if numba is not None:
             for i in range(xb.size):
                 _store(ob, i, _load(xb, i) * scale if coins[i] >= drop else np.float32(0.0))
 
-    @numba.njit(cache=True, nogil=True, error_model="numpy")  # no fastmath: x + y * scale must not become one fma
-    def _residual_dropout(x, y, out, seed, drop, scale, start, stop):  # out = x + dropout(y), fp32; start % 4 == 0
+    @numba.njit(
+        cache=True, nogil=True, error_model="numpy"
+    )  # no fastmath: x + y * scale must not become one fma
+    def _residual_dropout(
+        x, y, out, seed, drop, scale, start, stop
+    ):  # out = x + dropout(y), fp32; start % 4 == 0
         hashes = np.empty(COIN_BLOCK // 4, np.uint64)
         for b in range(start, stop, COIN_BLOCK):
             coins = _coins(seed, b, hashes)
-            xb, yb, ob = x[b : min(b + COIN_BLOCK, stop)], y[b : min(b + COIN_BLOCK, stop)], out[b : min(b + COIN_BLOCK, stop)]
+            xb, yb, ob = (
+                x[b : min(b + COIN_BLOCK, stop)],
+                y[b : min(b + COIN_BLOCK, stop)],
+                out[b : min(b + COIN_BLOCK, stop)],
+            )
             for i in range(xb.size):
                 v = _round_as(yb, _load(yb, i) * scale) if coins[i] >= drop else np.float32(0.0)
                 ob[i] = _load(xb, i) + v
-
 
     @_inline
     def _exp(x):  # Cephes' expf: 2^n * e^r, |r| <= ln2 / 2, a degree-6 polynomial; fp32 accuracy
@@ -331,7 +350,9 @@ if numba is not None:
         return p * _f32(np.uint32(np.int32(n) + np.int32(127)) << np.uint32(23))
 
     @_inline
-    def _row_coins(seed, first, hashes):  # the coins of elements first.. as (coins, skip): element first + j's is coins[skip + j]
+    def _row_coins(
+        seed, first, hashes
+    ):  # the coins of elements first.. as (coins, skip): element first + j's is coins[skip + j]
         aligned = first - first % 4
         return _coins(seed, aligned, hashes), first - aligned
 
@@ -358,7 +379,11 @@ if numba is not None:
             for j in range(n):
                 v = pr[j] * inv
                 pr[j] = v
-                _store(o, j, _round_as(s, v) * keep_scale if coins[skip + j] >= drop else np.float32(0.0))
+                _store(
+                    o,
+                    j,
+                    _round_as(s, v) * keep_scale if coins[skip + j] >= drop else np.float32(0.0),
+                )
             for j in range(n, t):
                 pr[j] = np.float32(0.0)
                 _store(o, j, np.float32(0.0))
@@ -383,8 +408,13 @@ if numba is not None:
                 _store(o, j, np.float32(0.0))
 
     @numba.njit(cache=True, nogil=True)
-    def _transpose(x, out, start, stop):  # rows [start, stop) of x (R, C) -> the same columns of out (C, R)
-        cols, block = x.shape[1], 64  # 64 x 64 tiles: each tile's rows and columns stay in cache (16: 45 ms, 32: 26, 64: 20, 128: 29 for 65536 x 768 bf16)
+    def _transpose(
+        x, out, start, stop
+    ):  # rows [start, stop) of x (R, C) -> the same columns of out (C, R)
+        cols, block = (
+            x.shape[1],
+            64,
+        )  # 64 x 64 tiles: each tile's rows and columns stay in cache (16: 45 ms, 32: 26, 64: 20, 128: 29 for 65536 x 768 bf16)
         for r0 in range(start, stop, block):
             r1 = min(r0 + block, stop)
             for c0 in range(0, cols, block):
@@ -405,8 +435,13 @@ def _run(kernel, n: int, *args, align: int = 4, cost: int = 1) -> None:
     if n * cost < PARALLEL_MIN or threads == 1:
         kernel(*args, 0, n)
         return
-    if _pool is None or _pool._max_workers < threads or _pool_pid != os.getpid():  # a forked child has no workers
-        _pool, _pool_pid = ThreadPoolExecutor(threads, thread_name_prefix="bgpt-kernel"), os.getpid()
+    if (
+        _pool is None or _pool._max_workers < threads or _pool_pid != os.getpid()
+    ):  # a forked child has no workers
+        _pool, _pool_pid = (
+            ThreadPoolExecutor(threads, thread_name_prefix="bgpt-kernel"),
+            os.getpid(),
+        )
     step = (-(-n // threads) + align - 1) // align * align
     parts = [(s, min(n, s + step)) for s in range(0, n, step)]
     for f in [_pool.submit(kernel, *args, s, e) for s, e in parts]:
@@ -422,7 +457,12 @@ def _flat(t: torch.Tensor) -> np.ndarray:
 
 def supports(t: torch.Tensor) -> bool:
     """Whether the kernels take this tensor: CPU, bf16 or fp32, contiguous, numba present."""
-    return numba is not None and t.device.type == "cpu" and t.dtype in (torch.bfloat16, torch.float32) and t.is_contiguous()
+    return (
+        numba is not None
+        and t.device.type == "cpu"
+        and t.dtype in (torch.bfloat16, torch.float32)
+        and t.is_contiguous()
+    )
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
@@ -457,39 +497,82 @@ def bias_gelu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """gelu(x + bias) of a 2-D x (bf16 or fp32; out in its dtype), computed in fp32, with the bias
     rounded to x's dtype."""
     out = torch.empty_like(x)
-    _run(_bias_gelu, x.shape[0], _flat(x).reshape(x.shape), _bias_like(bias, x), _flat(out).reshape(x.shape), cost=x.shape[1])
+    _run(
+        _bias_gelu,
+        x.shape[0],
+        _flat(x).reshape(x.shape),
+        _bias_like(bias, x),
+        _flat(out).reshape(x.shape),
+        cost=x.shape[1],
+    )
     return out
 
 
-def bias_gelu_backward(grad: torch.Tensor, x: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def bias_gelu_backward(
+    grad: torch.Tensor, x: torch.Tensor, bias: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The gradients of `bias_gelu`: x's (in x's dtype) and the bias's (fp32: the column sums
     of x's gradient as rounded, summed in fp32)."""
     grad = grad.contiguous().to(x.dtype)
     out = torch.empty_like(x)
-    dbias = _block_sums(_bias_gelu_backward, x, _flat(grad).reshape(x.shape), _flat(x).reshape(x.shape), _bias_like(bias, x),
-                        _flat(out).reshape(x.shape))
+    dbias = _block_sums(
+        _bias_gelu_backward,
+        x,
+        _flat(grad).reshape(x.shape),
+        _flat(x).reshape(x.shape),
+        _bias_like(bias, x),
+        _flat(out).reshape(x.shape),
+    )
     return out, dbias
 
 
-def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+def layer_norm(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, ...]:
     """LayerNorm over the last dimension of a 2-D fp32 x, written in `dtype` (bf16 or fp32):
     `F.layer_norm` and the cast after it in one pass. Returns it, and the rows' mean and
     1 / std (fp32) for the backward pass."""
     rows = x.shape[0]
     out = torch.empty(x.shape, dtype=dtype)
     mean, rstd = torch.empty(rows), torch.empty(rows)
-    _run(_layer_norm, rows, x.numpy(), weight.detach().contiguous().numpy(), bias.detach().contiguous().numpy(), np.float32(eps),
-         _flat(out).reshape(x.shape), mean.numpy(), rstd.numpy(), align=1, cost=x.shape[1])
+    _run(
+        _layer_norm,
+        rows,
+        x.numpy(),
+        weight.detach().contiguous().numpy(),
+        bias.detach().contiguous().numpy(),
+        np.float32(eps),
+        _flat(out).reshape(x.shape),
+        mean.numpy(),
+        rstd.numpy(),
+        align=1,
+        cost=x.shape[1],
+    )
     return out, mean, rstd
 
 
-def layer_norm_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def layer_norm_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mean: torch.Tensor,
+    rstd: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
     """The gradients of `layer_norm` from its output's (bf16 or fp32): x's (fp32), weight's
     and bias's (fp32, summed over blocks of rows, then the blocks)."""
     grad = grad.contiguous()
     dx = torch.empty_like(x)
-    dweight, dbias = _block_sums(_layer_norm_backward, x, _flat(grad).reshape(x.shape), x.numpy(), weight.detach().contiguous().numpy(),
-                                 mean.numpy(), rstd.numpy(), dx.numpy(), sums=2)
+    dweight, dbias = _block_sums(
+        _layer_norm_backward,
+        x,
+        _flat(grad).reshape(x.shape),
+        x.numpy(),
+        weight.detach().contiguous().numpy(),
+        mean.numpy(),
+        rstd.numpy(),
+        dx.numpy(),
+        sums=2,
+    )
     return dx, dweight, dbias
 
 
@@ -504,7 +587,15 @@ def dropout(x: torch.Tensor, seed: int, p: float, dtype: torch.dtype | None = No
     """The kept elements of x scaled, the rest 0; written in `dtype` (default: x's)."""
     drop, scale = dropout_scale(p)
     out = torch.empty_like(x, dtype=dtype or x.dtype)
-    _run(_dropout, x.numel(), _flat(x), _flat(out), np.uint64(seed), np.uint64(drop), np.float32(scale))
+    _run(
+        _dropout,
+        x.numel(),
+        _flat(x),
+        _flat(out),
+        np.uint64(seed),
+        np.uint64(drop),
+        np.float32(scale),
+    )
     return out
 
 
@@ -513,11 +604,22 @@ def residual_dropout(x: torch.Tensor, y: torch.Tensor, seed: int, p: float) -> t
     y's dtype before the sum, as the two separate operations do)."""
     drop, scale = dropout_scale(p)
     out = torch.empty_like(x)
-    _run(_residual_dropout, x.numel(), _flat(x), _flat(y), _flat(out), np.uint64(seed), np.uint64(drop), np.float32(scale))
+    _run(
+        _residual_dropout,
+        x.numel(),
+        _flat(x),
+        _flat(y),
+        _flat(out),
+        np.uint64(seed),
+        np.uint64(drop),
+        np.float32(scale),
+    )
     return out
 
 
-def attention_probs(scores: torch.Tensor, scale: float, seed: int, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_probs(
+    scores: torch.Tensor, scale: float, seed: int, p: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Causal attention probabilities of (..., T, T) scores (bf16 or fp32) in one pass: scaled,
     masked, softmax in fp32, dropout (`dropout`'s rule on the flattened index); returns them in
     scores' dtype, and the fp32 softmax the backward pass needs."""
@@ -526,20 +628,44 @@ def attention_probs(scores: torch.Tensor, scale: float, seed: int, p: float) -> 
     drop, keep_scale = dropout_scale(p)
     out = torch.empty_like(scores)
     probs = torch.empty(scores.shape, dtype=torch.float32)
-    _run(_attention_probs, rows, _flat(scores).reshape(rows, t), np.float32(scale), np.uint64(seed), np.uint64(drop),
-         np.float32(keep_scale), _flat(out).reshape(rows, t), probs.view(rows, t).numpy(), align=1, cost=t)
+    _run(
+        _attention_probs,
+        rows,
+        _flat(scores).reshape(rows, t),
+        np.float32(scale),
+        np.uint64(seed),
+        np.uint64(drop),
+        np.float32(keep_scale),
+        _flat(out).reshape(rows, t),
+        probs.view(rows, t).numpy(),
+        align=1,
+        cost=t,
+    )
     return out, probs
 
 
-def attention_probs_backward(grad: torch.Tensor, probs: torch.Tensor, scale: float, seed: int, p: float) -> torch.Tensor:
+def attention_probs_backward(
+    grad: torch.Tensor, probs: torch.Tensor, scale: float, seed: int, p: float
+) -> torch.Tensor:
     """The scores' gradient (in grad's dtype) from the probabilities' gradient."""
     t = probs.shape[-1]
     rows = probs.numel() // t
     drop, keep_scale = dropout_scale(p)
     grad = grad.contiguous()
     out = torch.empty_like(grad)
-    _run(_attention_probs_backward, rows, _flat(grad).reshape(rows, t), probs.view(rows, t).numpy(), np.float32(scale),
-         np.uint64(seed), np.uint64(drop), np.float32(keep_scale), _flat(out).reshape(rows, t), align=1, cost=t)
+    _run(
+        _attention_probs_backward,
+        rows,
+        _flat(grad).reshape(rows, t),
+        probs.view(rows, t).numpy(),
+        np.float32(scale),
+        np.uint64(seed),
+        np.uint64(drop),
+        np.float32(keep_scale),
+        _flat(out).reshape(rows, t),
+        align=1,
+        cost=t,
+    )
     return out
 
 
@@ -548,5 +674,12 @@ def transpose(x: torch.Tensor) -> torch.Tensor:
     29 vs 4.5 ms for 16384 x 768 bf16 on the benchmark CPU)."""
     rows, cols = x.shape
     out = x.new_empty(cols, rows)
-    _run(_transpose, rows, _flat(x).reshape(rows, cols), _flat(out).reshape(cols, rows), align=64, cost=cols)
+    _run(
+        _transpose,
+        rows,
+        _flat(x).reshape(rows, cols),
+        _flat(out).reshape(cols, rows),
+        align=64,
+        cost=cols,
+    )
     return out

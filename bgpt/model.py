@@ -26,6 +26,7 @@ from bgpt.stream import PAD, VOCAB_SIZE
 
 # ----------------------------------------------------------------------------- dropout
 
+
 def _draw_seed() -> int:
     """A dropout seed from torch's default generator: reproducible under `torch.manual_seed`,
     and drawn again identically when checkpointing restores the generator."""
@@ -62,7 +63,9 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     activation checkpointing (which restores the generator's state)."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or p >= 1.0 or torch.compiler.is_compiling():  # inductor fuses its own
+    if (
+        x.device.type != "cpu" or p >= 1.0 or torch.compiler.is_compiling()
+    ):  # inductor fuses its own
         return F.dropout(x, p, True)
     return _CPUDropout.apply(x, p)
 
@@ -97,7 +100,11 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
     """GPT-2's tanh-approximated GELU. Large CPU tensors go through `bgpt.kernels` (one pass,
     2-3x ATen's speed in bf16; equal to it but for rare one-ulp roundings), the rest, and
     everything under torch.compile (which fuses its own), through ATen."""
-    if x.numel() >= kernels.PARALLEL_MIN and kernels.supports(x) and not torch.compiler.is_compiling():
+    if (
+        x.numel() >= kernels.PARALLEL_MIN
+        and kernels.supports(x)
+        and not torch.compiler.is_compiling()
+    ):
         return _CPUGELU.apply(x)
     return F.gelu(x, approximate="tanh")
 
@@ -120,8 +127,14 @@ def residual_dropout(x: torch.Tensor, y: torch.Tensor, p: float) -> torch.Tensor
     which also writes y's gradient in y's dtype; elsewhere the two operations."""
     if p == 0.0:
         return x + y
-    if (x.device.type == "cpu" and x.dtype == torch.float32 and x.shape == y.shape and kernels.supports(x)
-            and kernels.supports(y) and not torch.compiler.is_compiling()):
+    if (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.shape == y.shape
+        and kernels.supports(x)
+        and kernels.supports(y)
+        and not torch.compiler.is_compiling()
+    ):
         return _CPUResidualDropout.apply(x, y, p)
     return x + dropout(y, p, True)
 
@@ -143,7 +156,12 @@ def weight_gradient(dy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     below that, of the two orders of the plain product, the one measured faster."""
     m, n = dy.shape
     k = x.shape[1]
-    if m >= TRANSPOSE_ROWS and max(n, k) >= 3 * min(n, k) and kernels.supports(dy) and kernels.supports(x):
+    if (
+        m >= TRANSPOSE_ROWS
+        and max(n, k) >= 3 * min(n, k)
+        and kernels.supports(dy)
+        and kernels.supports(x)
+    ):
         return (kernels.transpose(x) @ dy).t() if k < n else kernels.transpose(dy) @ x
     return (x.t() @ dy).t() if n < k else dy.t() @ x
 
@@ -154,7 +172,9 @@ class _CPULinear(torch.autograd.Function):
     fp32 by `kernels.column_sums` (ATen sums the bf16 gradient into bf16, 3x slower)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    def forward(
+        ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype
+    ) -> torch.Tensor:
         x2 = x.reshape(-1, x.shape[-1]).to(dtype)
         w = weight.to(dtype)
         ctx.save_for_backward(x2, w)
@@ -168,7 +188,11 @@ class _CPULinear(torch.autograd.Function):
         x2, w = ctx.saved_tensors
         dy = grad.reshape(-1, w.shape[0]).contiguous()
         dx = dy @ w if ctx.needs_input_grad[0] else None
-        dw = weight_gradient(dy, x2).to(torch.float32, memory_format=torch.contiguous_format) if ctx.needs_input_grad[1] else None
+        dw = (
+            weight_gradient(dy, x2).to(torch.float32, memory_format=torch.contiguous_format)
+            if ctx.needs_input_grad[1]
+            else None
+        )
         db = kernels.column_sums(dy) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return (None if dx is None else dx.view(*grad.shape[:-1], w.shape[1])), dw, db, None
 
@@ -177,9 +201,15 @@ def _cpu_bf16_training(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether x goes through a weight in CPU bf16 autocast training (gradients on, kernels
     present, not under torch.compile, which fuses its own): where `_CPULinear`, `_CPUBiasGELU`
     and `_CPULayerNorm` replace the ATen operations."""
-    return (x.device.type == "cpu" and torch.is_grad_enabled() and weight.requires_grad
-            and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-            and kernels.available() and not torch.compiler.is_compiling())
+    return (
+        x.device.type == "cpu"
+        and torch.is_grad_enabled()
+        and weight.requires_grad
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and kernels.available()
+        and not torch.compiler.is_compiling()
+    )
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -225,7 +255,9 @@ def linear_gelu(x: torch.Tensor, fc: nn.Linear) -> torch.Tensor:
 
 class _CPULayerNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    def forward(
+        ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+    ) -> torch.Tensor:
         x2 = x.reshape(-1, x.shape[-1])
         out, mean, rstd = kernels.layer_norm(x2, weight, bias, eps, torch.bfloat16)
         ctx.save_for_backward(x2, weight, mean, rstd)
@@ -234,7 +266,9 @@ class _CPULayerNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x2, weight, mean, rstd = ctx.saved_tensors
-        dx, dweight, dbias = kernels.layer_norm_backward(grad.reshape(x2.shape), x2, weight, mean, rstd)
+        dx, dweight, dbias = kernels.layer_norm_backward(
+            grad.reshape(x2.shape), x2, weight, mean, rstd
+        )
         return dx.view(grad.shape), dweight, dbias, None
 
 
@@ -246,7 +280,11 @@ class LayerNorm(nn.LayerNorm):
     equals the cast of ATen's but for rare one-ulp roundings (fp32 sums in another order)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32 and self.weight is not None and _cpu_bf16_training(x, self.weight):
+        if (
+            x.dtype == torch.float32
+            and self.weight is not None
+            and _cpu_bf16_training(x, self.weight)
+        ):
             return _CPULayerNorm.apply(x.contiguous(), self.weight, self.bias, self.eps)
         return super().forward(x)
 
@@ -259,7 +297,9 @@ class KVPlan:
     shared by its layers. `rows` selects cache rows (None: all); `start` is each selected row's
     fill length before the call, a Python int when they are all equal (the fast path)."""
 
-    def __init__(self, rows: torch.Tensor | None, starts: list[int], t: int, positions: torch.Tensor):
+    def __init__(
+        self, rows: torch.Tensor | None, starts: list[int], t: int, positions: torch.Tensor
+    ):
         self.rows, self.t = rows, t
         device = positions.device
         first = starts[0]
@@ -302,7 +342,11 @@ class LayerKV:
             self.k[rows, :, p.start : p.start + p.t] = k
             self.v[rows, :, p.start : p.start + p.t] = v
         else:  # index (b, 1) rows x (b, T) positions -> (b, T, heads, hd)
-            r = p.rows[:, None] if p.rows is not None else torch.arange(len(p.pos), device=k.device)[:, None]
+            r = (
+                p.rows[:, None]
+                if p.rows is not None
+                else torch.arange(len(p.pos), device=k.device)[:, None]
+            )
             self.k[r, :, p.pos] = k.transpose(1, 2)
             self.v[r, :, p.pos] = v.transpose(1, 2)
         return self.k[rows, :, : p.end], self.v[rows, :, : p.end]
@@ -380,7 +424,9 @@ class _CPUAttentionProbs(torch.autograd.Function):
         return kernels.attention_probs_backward(grad, probs, ctx.scale, ctx.seed, ctx.p), None, None
 
 
-def explicit_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+def explicit_causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float, training: bool
+) -> torch.Tensor:
     """Causal attention as matmuls: (B, heads, T, hd) x3 -> (B, heads, T, hd); softmax in fp32.
     The fused kernel's math, used where it is faster on CPU: short bf16 sequences, and any
     training with attention dropout (the fused CPU kernel has none and falls back to this)."""
@@ -417,7 +463,9 @@ class CausalSelfAttention(nn.Module):
         else:  # cached: attend to the row's past and the new positions (mask from the plan)
             k, v = kv.append(k, v)
             mask = kv.plan.mask
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=kv.plan.causal)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=drop, is_causal=kv.plan.causal
+            )
         y = y.transpose(1, 2).reshape(b, t, h)  # (B, heads, T, hd) -> (B, T, H)
         return self.c_proj(y)
 
@@ -441,7 +489,9 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(hidden, heads, dropout)
         self.ln_2 = LayerNorm(hidden, eps=1e-5)
         self.mlp = MLP(hidden)
-        self.dropout = dropout  # of each sublayer's output before the residual sum (GPT-2's resid_pdrop)
+        self.dropout = (
+            dropout  # of each sublayer's output before the residual sum (GPT-2's resid_pdrop)
+        )
 
     def forward(self, x: torch.Tensor, kv: LayerKV | None = None) -> torch.Tensor:
         p = self.dropout if self.training else 0.0
@@ -460,7 +510,9 @@ class Transformer(nn.Module):
         self.ln_f = nn.LayerNorm(hidden, eps=1e-5)
         self.gradient_checkpointing = False
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(b, T, H) -> (b, T, H). With a cache, the T positions follow what each row already
         holds, and `rows` (b,) says which cache rows x is (None: all of them, in order)."""
         if cache is None:
@@ -482,7 +534,10 @@ class Transformer(nn.Module):
     def new_cache(self, batch: int, max_len: int, device, dtype) -> KVCache:
         heads = self.blocks[0].attn.heads
         hidden = self.wpe.embedding_dim
-        return KVCache([LayerKV(batch, heads, max_len, hidden // heads, device, dtype) for _ in self.blocks], batch)
+        return KVCache(
+            [LayerKV(batch, heads, max_len, hidden // heads, device, dtype) for _ in self.blocks],
+            batch,
+        )
 
 
 class PatchEmbedding(nn.Module):
@@ -514,7 +569,9 @@ class PatchDecoder(nn.Module):
         super().__init__()
         c = config
         self.embed = PatchEmbedding(c.patch_size, c.hidden_size)
-        self.transformer = Transformer(c.hidden_size, c.heads, c.patch_layers, c.max_patches, c.dropout)
+        self.transformer = Transformer(
+            c.hidden_size, c.heads, c.patch_layers, c.max_patches, c.dropout
+        )
 
     def forward(self, patches: torch.Tensor, cache: list[LayerKV] | None = None) -> torch.Tensor:
         """(B, P, S) symbols -> (B, P, H) features; feature i predicts patch i+1."""
@@ -539,15 +596,21 @@ class ByteDecoder(nn.Module):
         positions = self.context + c.patch_size + 1
         self.transformer = Transformer(c.hidden_size, c.heads, c.byte_layers, positions, c.dropout)
 
-    def forward(self, features: torch.Tensor, targets: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, features: torch.Tensor, targets: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """features (N, H), target patches (N, S) and, with byte context, the previous patches
         (N, S) -> logits (N, S, 257), teacher forced: position t predicts byte t+1."""
-        x = torch.cat([features.unsqueeze(1).to(self.wte.weight.dtype), self.wte(targets[:, :-1])], dim=1)
+        x = torch.cat(
+            [features.unsqueeze(1).to(self.wte.weight.dtype), self.wte(targets[:, :-1])], dim=1
+        )
         if self.context:
             x = torch.cat([self.wte(self._check(context)), x], dim=1)  # (N, 2S, H)
         return self.logits(self.transformer(x)[:, self.context :])
 
-    def prime(self, cache: KVCache, context: torch.Tensor | None, rows: torch.Tensor | None = None) -> None:
+    def prime(
+        self, cache: KVCache, context: torch.Tensor | None, rows: torch.Tensor | None = None
+    ) -> None:
         """Start a patch in a byte-level cache: its rows (all, or `rows`) emptied and, with byte
         context, the previous patches (b, S) written in; the feature is the next position."""
         for r in range(len(cache.lens)) if rows is None else rows.tolist():
@@ -557,7 +620,9 @@ class ByteDecoder(nn.Module):
 
     def _check(self, context: torch.Tensor | None) -> torch.Tensor:
         if context is None:
-            raise ValueError("this byte-level decoder reads the previous patch (byte_context): pass it")
+            raise ValueError(
+                "this byte-level decoder reads the previous patch (byte_context): pass it"
+            )
         return context
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -591,7 +656,9 @@ def sinusoidal_positions_(wpe: torch.Tensor, amplitude: float = 0.1, octaves: in
     "position p" in these coordinates, which a linear query/key map can express."""
     positions, width = wpe.shape
     k = torch.arange(width // 2, dtype=torch.float64) % octaves
-    angles = torch.arange(positions, dtype=torch.float64)[:, None] * (math.pi * 2.0 ** (-k / 2))[None]
+    angles = (
+        torch.arange(positions, dtype=torch.float64)[:, None] * (math.pi * 2.0 ** (-k / 2))[None]
+    )
     wpe.zero_()
     wpe[:, 0 : 2 * (width // 2) : 2] = (amplitude * torch.sin(angles)).to(wpe.dtype)
     wpe[:, 1 : 2 * (width // 2) : 2] = (amplitude * torch.cos(angles)).to(wpe.dtype)
@@ -630,7 +697,13 @@ class BGPT(nn.Module):
         self.config = config
         self.patch_decoder = PatchDecoder(config)
         self.byte_decoder = ByteDecoder(config)
-        _init_weights(self, {self.patch_decoder.transformer: config.patch_layers, self.byte_decoder.transformer: config.byte_layers})
+        _init_weights(
+            self,
+            {
+                self.patch_decoder.transformer: config.patch_layers,
+                self.byte_decoder.transformer: config.byte_layers,
+            },
+        )
         if config.patch_positions == "sinusoidal":
             sinusoidal_positions_(self.patch_decoder.transformer.wpe.weight)
         self.gradient_checkpointing = False  # patch level: per block; byte level: per BYTE_CHUNK
@@ -642,14 +715,24 @@ class BGPT(nn.Module):
         self.patch_decoder.transformer.gradient_checkpointing = on
         self.gradient_checkpointing = on
 
-    def _byte_nll(self, feats: torch.Tensor, targets: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def _byte_nll(
+        self, feats: torch.Tensor, targets: torch.Tensor, context: torch.Tensor
+    ) -> torch.Tensor:
         """features (N, H), target patches (N, S), previous patches (N, S) -> cross-entropy
         (N, S), float32."""
         logits = self.byte_decoder(feats, targets, context)  # (N, S, 257)
-        nll = F.cross_entropy(logits.reshape(-1, VOCAB_SIZE).float(), targets.reshape(-1), reduction="none")
+        nll = F.cross_entropy(
+            logits.reshape(-1, VOCAB_SIZE).float(), targets.reshape(-1), reduction="none"
+        )
         return nll.view(targets.shape)
 
-    def forward(self, patches: torch.Tensor, mask: torch.Tensor, sample_patches: int = 0, generator: torch.Generator | None = None) -> ModelOutput:
+    def forward(
+        self,
+        patches: torch.Tensor,
+        mask: torch.Tensor,
+        sample_patches: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> ModelOutput:
         """Reference loss of a batch: patches (B, P, S), mask (B, P).
 
         `sample_patches` > 0 trains the byte-level decoder on that many randomly chosen
@@ -658,7 +741,9 @@ class BGPT(nn.Module):
         feats, targets, context, where = predicted_pairs(features, patches, mask)
         rows = where.flatten().nonzero().squeeze(1)
         if 0 < sample_patches < len(targets):
-            pick = torch.randperm(len(targets), device=targets.device, generator=generator)[:sample_patches]
+            pick = torch.randperm(len(targets), device=targets.device, generator=generator)[
+                :sample_patches
+            ]
             feats, targets, context, rows = feats[pick], targets[pick], context[pick], rows[pick]
         n = len(targets)
         pad = (-n) % ROW_BUCKET if self.training else 0
@@ -667,26 +752,41 @@ class BGPT(nn.Module):
             targets = torch.cat([targets, targets.new_full((pad, targets.shape[1]), PAD)])
             context = torch.cat([context, context.new_full((pad, context.shape[1]), PAD)])
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            nll = torch.cat([
-                checkpoint(self._byte_nll, feats[i : i + BYTE_CHUNK], targets[i : i + BYTE_CHUNK],
-                           context[i : i + BYTE_CHUNK], use_reentrant=False)
-                for i in range(0, len(targets), BYTE_CHUNK)
-            ])
+            nll = torch.cat(
+                [
+                    checkpoint(
+                        self._byte_nll,
+                        feats[i : i + BYTE_CHUNK],
+                        targets[i : i + BYTE_CHUNK],
+                        context[i : i + BYTE_CHUNK],
+                        use_reentrant=False,
+                    )
+                    for i in range(0, len(targets), BYTE_CHUNK)
+                ]
+            )
         else:
             nll = self._byte_nll(feats, targets, context)
         nll = nll[:n]
         return ModelOutput(nll.mean(), nll, rows)
 
-    def symbol_logprobs(self, patches: torch.Tensor, mask: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    def symbol_logprobs(
+        self, patches: torch.Tensor, mask: torch.Tensor, chunk: int = 4096
+    ) -> torch.Tensor:
         """log p(symbol) of every predicted symbol: (B, P-1, S) float32, zero where the
         target patch is padding (mask 0). Entry [b, i, j] is byte j of patch i+1."""
         features = self.patch_decoder(patches)
         feats, targets, context, where = predicted_pairs(features, patches, mask)
-        out = torch.zeros(where.shape + (self.config.patch_size,), dtype=torch.float32, device=patches.device)
+        out = torch.zeros(
+            where.shape + (self.config.patch_size,), dtype=torch.float32, device=patches.device
+        )
         picked = []
         for i in range(0, len(targets), chunk):  # bound the (N, S, 257) logits in memory
-            logits = self.byte_decoder(feats[i : i + chunk], targets[i : i + chunk], context[i : i + chunk]).float()
-            picked.append(logits.log_softmax(-1).gather(-1, targets[i : i + chunk, :, None]).squeeze(-1))
+            logits = self.byte_decoder(
+                feats[i : i + chunk], targets[i : i + chunk], context[i : i + chunk]
+            ).float()
+            picked.append(
+                logits.log_softmax(-1).gather(-1, targets[i : i + chunk, :, None]).squeeze(-1)
+            )
         if picked:
             out[where] = torch.cat(picked)
         return out
@@ -715,7 +815,9 @@ class BGPT(nn.Module):
         prefix (B, t) with t < S, recomputing everything: the obvious reference path."""
         features = self.patch_decoder(patches)[:, -1]  # (B, H)
         b, t = prefix.shape
-        dummy = torch.full((b, self.config.patch_size), PAD, dtype=torch.long, device=patches.device)
+        dummy = torch.full(
+            (b, self.config.patch_size), PAD, dtype=torch.long, device=patches.device
+        )
         dummy[:, :t] = prefix
         return self.byte_decoder(features, dummy, patches[:, -1])[:, t]  # (B, 257)
 

@@ -26,4 +26,7 @@ def tune_process() -> dict[str, object]:
         os.environ.setdefault("GOMP_SPINCOUNT", "30000")
     from bgpt.device import keep_freed_memory
 
-    return {"GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"), "keep_freed_memory": keep_freed_memory()}
+    return {
+        "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"),
+        "keep_freed_memory": keep_freed_memory(),
+    }

@@ -60,7 +60,11 @@ class Stream:
     def window(self, start: int, length: int) -> Stream:
         """Patches [start, start+length) of this stream."""
         s = self.patch_size
-        return Stream(self.symbols[start * s : (start + length) * s], self.roles[start * s : (start + length) * s], s)
+        return Stream(
+            self.symbols[start * s : (start + length) * s],
+            self.roles[start * s : (start + length) * s],
+            s,
+        )
 
     def to_bytes(self) -> bytes:
         """The stream's symbols as they would appear in a file (PAD dropped); for debugging."""
@@ -69,14 +73,20 @@ class Stream:
 
 def _body(data: bytes | np.ndarray, patch_size: int) -> np.ndarray:
     """File bytes padded with PAD to a multiple of S: shape (ceil(n/S)*S,), int16."""
-    raw = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data, dtype=np.uint8)
+    raw = (
+        np.frombuffer(data, dtype=np.uint8)
+        if isinstance(data, (bytes, bytearray, memoryview))
+        else np.asarray(data, dtype=np.uint8)
+    )
     n = len(raw)
     out = np.full(-(-n // patch_size) * patch_size, PAD, dtype=np.int16)
     out[:n] = raw
     return out
 
 
-def _segment(data: bytes | np.ndarray, ext: str, patch_size: int, role: int, end_patch: bool) -> tuple[np.ndarray, np.ndarray]:
+def _segment(
+    data: bytes | np.ndarray, ext: str, patch_size: int, role: int, end_patch: bool
+) -> tuple[np.ndarray, np.ndarray]:
     head = header_patch(ext, patch_size)
     body = _body(data, patch_size)
     tail = np.full(patch_size if end_patch else 0, PAD, dtype=np.int16)
@@ -84,7 +94,11 @@ def _segment(data: bytes | np.ndarray, ext: str, patch_size: int, role: int, end
     roles = np.zeros(len(symbols), dtype=np.uint8)
     n = len(body) - int((body == PAD).sum())  # data length
     # Data bytes, plus the symbol that ends them (first PAD), when the stream has one.
-    last = patch_size + n + (1 if patch_size + n < len(symbols) and symbols[patch_size + n] == PAD else 0)
+    last = (
+        patch_size
+        + n
+        + (1 if patch_size + n < len(symbols) and symbols[patch_size + n] == PAD else 0)
+    )
     roles[patch_size:last] = role
     return symbols, roles
 
@@ -95,7 +109,9 @@ def encode(data: bytes | np.ndarray, ext: str, patch_size: int) -> Stream:
     return Stream(symbols, roles, patch_size)
 
 
-def encode_pair(x: bytes | np.ndarray, x_ext: str, y: bytes | np.ndarray, y_ext: str, patch_size: int) -> Stream:
+def encode_pair(
+    x: bytes | np.ndarray, x_ext: str, y: bytes | np.ndarray, y_ext: str, patch_size: int
+) -> Stream:
     """A conversion pair X -> Y: X's stream without its end patch, then Y's whole stream."""
     xs, xr = _segment(x, x_ext, patch_size, ROLE_INPUT, end_patch=False)
     ys, yr = _segment(y, y_ext, patch_size, ROLE_TARGET, end_patch=True)
@@ -152,7 +168,12 @@ class Batch:
     scored: torch.Tensor
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(*(t.to(device, non_blocking=True) for t in (self.patches, self.mask, self.roles, self.scored)))
+        return Batch(
+            *(
+                t.to(device, non_blocking=True)
+                for t in (self.patches, self.mask, self.roles, self.scored)
+            )
+        )
 
     @property
     def num_bytes(self) -> int:
@@ -160,7 +181,12 @@ class Batch:
         return int(((self.patches != PAD) & self.mask.unsqueeze(-1)).sum())
 
 
-def collate(streams: list[Stream], first_scored: list[int] | None = None, bucket: int = 1, max_patches: int | None = None) -> Batch:
+def collate(
+    streams: list[Stream],
+    first_scored: list[int] | None = None,
+    bucket: int = 1,
+    max_patches: int | None = None,
+) -> Batch:
     """Pad streams with whole PAD patches to the longest (rounded up to a multiple of
     `bucket`, at most `max_patches`: fewer distinct shapes); build masks."""
     if not streams:

@@ -47,7 +47,10 @@ logger = logging.getLogger(__name__)
 LN2 = math.log(2)
 # --------------------------------------------------------------------------- pure functions
 
-def lr_at(step: int, total: int, peak: float, warmup_frac: float = 0.1, min_ratio: float = 0.1) -> float:
+
+def lr_at(
+    step: int, total: int, peak: float, warmup_frac: float = 0.1, min_ratio: float = 0.1
+) -> float:
     """Linear warm-up over the first warmup_frac of the steps, then cosine to min_ratio*peak."""
     warm = int(warmup_frac * total)
     if step < warm:
@@ -56,7 +59,9 @@ def lr_at(step: int, total: int, peak: float, warmup_frac: float = 0.1, min_rati
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def items_for_step(step: int, global_batch: int, num_items: int, seed: int) -> list[tuple[int, int]]:
+def items_for_step(
+    step: int, global_batch: int, num_items: int, seed: int
+) -> list[tuple[int, int]]:
     """(epoch, item) for the global batch of `step`: consecutive slots of an endless
     sequence of per-epoch permutations of range(num_items)."""
     out = []
@@ -70,6 +75,7 @@ def items_for_step(step: int, global_batch: int, num_items: int, seed: int) -> l
 
 
 # --------------------------------------------------------------------------- tasks
+
 
 class GenerativeTask:
     """Next-byte prediction; the loss of a step is the mean over all its predicted symbols."""
@@ -98,7 +104,10 @@ class GenerativeTask:
         roles = batch.roles[:, 1:].reshape(-1, batch.patches.shape[-1])[out.rows]  # (N, S)
         scored = roles != ROLE_NONE
         data = scored & (batch.patches[:, 1:].reshape(-1, batch.patches.shape[-1])[out.rows] != 256)
-        return out.nll.sum(), {"bits": float(out.nll.detach()[scored].sum()) / LN2, "data_bytes": int(data.sum())}
+        return out.nll.sum(), {
+            "bits": float(out.nll.detach()[scored].sum()) / LN2,
+            "data_bytes": int(data.sum()),
+        }
 
 
 class ClassifyTask:
@@ -112,6 +121,7 @@ class ClassifyTask:
 
 
 # --------------------------------------------------------------------------- run folder
+
 
 def _swap_link(run: Path, name: str, target: str) -> None:
     tmp = run / f".{name}.tmp"
@@ -135,14 +145,22 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda_rng"], device)
 
 
-def save_checkpoint(run: Path, model, optimizer, step: int, best: float | None, is_best: bool, extra: dict) -> None:
+def save_checkpoint(
+    run: Path, model, optimizer, step: int, best: float | None, is_best: bool, extra: dict
+) -> None:
     """ckpt-<step>/ written under a temporary name, renamed, then the links swapped."""
     name = f"ckpt-{step:08d}"
     tmp = run / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     save_pretrained(model, tmp, extra=extra)
     device = next(model.parameters()).device
-    state = {"optimizer": optimizer.state_dict(), "step": step, "total": extra["total"], "best": best if best is not None else float("nan"), **rng_state(device)}
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "total": extra["total"],
+        "best": best if best is not None else float("nan"),
+        **rng_state(device),
+    }
     atomic_write(tmp / "trainer.pt", lambda p: torch.save(state, p))
     shutil.rmtree(run / name, ignore_errors=True)
     os.replace(tmp, run / name)
@@ -175,8 +193,15 @@ class MetricsLog:
         if self.tb is not None:
             step = row["step"]
             for k, v in row.items():
-                if k != "step" and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
-                    name = f"eval/{k.removeprefix('eval_')}" if k.startswith("eval_") else f"train/{k}"
+                if (
+                    k != "step"
+                    and isinstance(v, int | float)
+                    and not isinstance(v, bool)
+                    and math.isfinite(v)
+                ):
+                    name = (
+                        f"eval/{k.removeprefix('eval_')}" if k.startswith("eval_") else f"train/{k}"
+                    )
                     self.tb.add_scalar(name, v, step)
             self.tb.flush()
 
@@ -211,11 +236,26 @@ def plot_metrics(run: Path) -> None:
     if not train:
         return
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss (nats/symbol)", lw=1)
+    ax.plot(
+        [r["step"] for r in train],
+        [r["loss"] for r in train],
+        label="train loss (nats/symbol)",
+        lw=1,
+    )
     if evals and "eval_bpb" in evals[0]:
-        ax.plot([r["step"] for r in evals], [r["eval_bpb"] for r in evals], "o-", label="eval bits per byte")
+        ax.plot(
+            [r["step"] for r in evals],
+            [r["eval_bpb"] for r in evals],
+            "o-",
+            label="eval bits per byte",
+        )
     if evals and "eval_accuracy" in evals[0]:
-        ax.plot([r["step"] for r in evals], [r["eval_accuracy"] for r in evals], "o-", label="eval accuracy")
+        ax.plot(
+            [r["step"] for r in evals],
+            [r["eval_accuracy"] for r in evals],
+            "o-",
+            label="eval accuracy",
+        )
     ax.set_xlabel("step")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
@@ -228,6 +268,7 @@ def plot_metrics(run: Path) -> None:
 
 # --------------------------------------------------------------------------- set-up
 
+
 def _dist_setup(device_name: str) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
@@ -236,8 +277,10 @@ def _dist_setup(device_name: str) -> tuple[int, int, torch.device]:
     device = resolve_device(device_name)
     if device.type == "cuda":
         if local >= torch.cuda.device_count():
-            raise BGPTError(f"process with LOCAL_RANK {local} needs GPU {local}, but {torch.cuda.device_count()} CUDA device(s) "
-                            "are visible: start at most one process per GPU, or train with --device cpu")
+            raise BGPTError(
+                f"process with LOCAL_RANK {local} needs GPU {local}, but {torch.cuda.device_count()} CUDA device(s) "
+                "are visible: start at most one process per GPU, or train with --device cpu"
+            )
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -250,20 +293,28 @@ def _build_model(cfg: TrainConfig, labels: list[str] | None, log) -> BGPT | BGPT
         init = load(cfg.init)
         config = init.config.replace(**cfg.model_overrides) if cfg.model_overrides else init.config
         if cfg.task == "classify":
-            config = config.replace(num_classes=len(labels), labels=labels, byte_layers=init.config.byte_layers)
+            config = config.replace(
+                num_classes=len(labels), labels=labels, byte_layers=init.config.byte_layers
+            )
             model = BGPTClassifier(config)
             model.patch_decoder.load_state_dict(init.patch_decoder.state_dict())
             if isinstance(init, BGPTClassifier) and init.config.labels == labels:
                 model.classifier.load_state_dict(init.classifier.state_dict())
-            log(f"classifier initialised from {cfg.init} (patch-level decoder; byte-level decoder dropped)")
+            log(
+                f"classifier initialised from {cfg.init} (patch-level decoder; byte-level decoder dropped)"
+            )
             return model
         if init.config.is_classifier:
-            raise BGPTError(f"{cfg.init} is a classifier; generative training needs a generative model")
+            raise BGPTError(
+                f"{cfg.init} is a classifier; generative training needs a generative model"
+            )
         model = build_model(config)
         try:
             model.load_state_dict(init.state_dict())
         except RuntimeError:
-            raise BGPTError(f"{cfg.init}: only dropout can be changed when starting from a model, not its shape") from None
+            raise BGPTError(
+                f"{cfg.init}: only dropout can be changed when starting from a model, not its shape"
+            ) from None
         log(f"initialised from {cfg.init}")
         return model
     config = resolve_config(cfg.config, **cfg.model_overrides)
@@ -290,6 +341,7 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 # --------------------------------------------------------------------------- the loop
 
+
 def train(cfg: TrainConfig) -> dict:
     """Train as `cfg` says; returns the final report (also printed)."""
     return run_training(cfg)[0]
@@ -311,12 +363,26 @@ def _saved_train_config(run: Path, cfg: TrainConfig) -> TrainConfig:
         saved = json.loads((run / "config.json").read_text())["train"]
         saved = {k: v for k, v in saved.items() if k != "resume"}
         defaults = TrainConfig()
-        given = {k: getattr(cfg, k) for k in ("steps", "epochs", "save_every", "log_every", "device", "progress", "eval_max_files") if getattr(cfg, k) != getattr(defaults, k)}
+        given = {
+            k: getattr(cfg, k)
+            for k in (
+                "steps",
+                "epochs",
+                "save_every",
+                "log_every",
+                "device",
+                "progress",
+                "eval_max_files",
+            )
+            if getattr(cfg, k) != getattr(defaults, k)
+        }
         return TrainConfig(**{**saved, **given, "resume": True})
     except BGPTError as e:
         raise BGPTError(f"{run / 'config.json'}: {e}; cannot resume") from None
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise BGPTError(f"{run / 'config.json'}: not a readable run config ({type(e).__name__}); cannot resume") from None
+        raise BGPTError(
+            f"{run / 'config.json'}: not a readable run config ({type(e).__name__}); cannot resume"
+        ) from None
 
 
 def _trainer_state(run: Path) -> dict:
@@ -324,12 +390,18 @@ def _trainer_state(run: Path) -> dict:
     path = run / "latest" / "trainer.pt"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        ok = isinstance(state, dict) and isinstance(state["optimizer"], dict) and isinstance(state["torch_rng"], torch.Tensor)
+        ok = (
+            isinstance(state, dict)
+            and isinstance(state["optimizer"], dict)
+            and isinstance(state["torch_rng"], torch.Tensor)
+        )
         int(state["step"]), int(state["total"]), float(state["best"])
     except Exception:  # truncated, foreign or pickled objects: all mean "cannot resume from this"
         ok = False
     if not ok:
-        raise BGPTError(f"{path}: not a readable bgpt trainer state (truncated or foreign); cannot resume")
+        raise BGPTError(
+            f"{path}: not a readable bgpt trainer state (truncated or foreign); cannot resume"
+        )
     return state
 
 
@@ -349,7 +421,9 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
     dtype = resolve_dtype(cfg.dtype, device)
     micro = cfg.batch_size // cfg.grad_accum
     if micro % world:
-        raise BGPTError(f"micro-batch {micro} (batch_size / grad_accum) is not divisible by {world} processes")
+        raise BGPTError(
+            f"micro-batch {micro} (batch_size / grad_accum) is not divisible by {world} processes"
+        )
     per_rank = micro // world
 
     # data
@@ -373,21 +447,39 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
     config: BGPTConfig = model.config
     if cfg.task == "generate" and config.is_classifier:
         raise BGPTError("this run's model is a classifier; use bgpt train-classifier")
-    train_set = StreamDataset(train_files, config.patch_size, config.max_patches, cfg.conversion, labels if cfg.task == "classify" else None)
-    eval_set = StreamDataset(eval_files, config.patch_size, config.max_patches, cfg.conversion, labels if cfg.task == "classify" else None)
+    train_set = StreamDataset(
+        train_files,
+        config.patch_size,
+        config.max_patches,
+        cfg.conversion,
+        labels if cfg.task == "classify" else None,
+    )
+    eval_set = StreamDataset(
+        eval_files,
+        config.patch_size,
+        config.max_patches,
+        cfg.conversion,
+        labels if cfg.task == "classify" else None,
+    )
     if cfg.conversion and cfg.task == "classify":
         raise BGPTError("conversion pairs are for generative training")
     global_batch = cfg.batch_size
     steps_per_epoch = max(1, math.ceil(len(train_set) / global_batch))
     model.to(device)
     model.set_gradient_checkpointing(cfg.gradient_checkpointing)
-    task = ClassifyTask() if cfg.task == "classify" else GenerativeTask(cfg.sample_patches, cfg.loss_from_patch)
+    task = (
+        ClassifyTask()
+        if cfg.task == "classify"
+        else GenerativeTask(cfg.sample_patches, cfg.loss_from_patch)
+    )
     if cfg.resume:
         total = cfg.steps or int(state["total"])
     elif cfg.steps or cfg.epochs or not cfg.minutes:
         total = cfg.steps or (math.ceil(cfg.epochs * steps_per_epoch) if cfg.epochs else 1000)
     else:
-        step_s = _time_trial_steps(model, task, train_set, cfg, device, dtype, micro, per_rank, rank)
+        step_s = _time_trial_steps(
+            model, task, train_set, cfg, device, dtype, micro, per_rank, rank
+        )
         if world > 1:
             t = torch.tensor(step_s, device=device)
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
@@ -402,13 +494,20 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
         run.mkdir(parents=True, exist_ok=True)
         locks.append(FolderLock(run, "run folder").acquire())
         if not cfg.resume and (run / "latest").exists():  # another run finished here meanwhile
-            raise BGPTError(f"{run} already holds a run; use --resume to continue it or another --out")
+            raise BGPTError(
+                f"{run} already holds a run; use --resume to continue it or another --out"
+            )
     if cfg.resume:
         try:
             optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError, RuntimeError) as e:
-            raise BGPTError(f"{run}/latest/trainer.pt: optimizer state does not fit this model ({e}); cannot resume") from None
-        start, best = int(state["step"]), (None if math.isnan(state["best"]) else float(state["best"]))
+            raise BGPTError(
+                f"{run}/latest/trainer.pt: optimizer state does not fit this model ({e}); cannot resume"
+            ) from None
+        start, best = (
+            int(state["step"]),
+            (None if math.isnan(state["best"]) else float(state["best"])),
+        )
         set_rng_state(state, device)
         if master:  # drop metric lines logged after the checkpoint
             rows = [r for r in read_metrics(run) if r.get("step", 0) <= start]
@@ -417,18 +516,32 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
     elif master:
         (run / "metrics.jsonl").unlink(missing_ok=True)
     if master:
-        atomic_write_text(run / "config.json", json.dumps({"train": dataclasses.asdict(cfg), "model": config.to_dict()}, indent=2))
+        atomic_write_text(
+            run / "config.json",
+            json.dumps({"train": dataclasses.asdict(cfg), "model": config.to_dict()}, indent=2),
+        )
 
     net = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if cfg.compile:
         net = torch.compile(net)
 
-    log(f"{cfg.task}: {len(train_set)} training items, {len(eval_set)} eval items; {model.num_parameters() / 1e6:.2f} M parameters; "
-        f"{total} steps of {global_batch} ({cfg.grad_accum} x {micro}, {world} process(es)); {device}, {str(dtype).removeprefix('torch.')}")
+    log(
+        f"{cfg.task}: {len(train_set)} training items, {len(eval_set)} eval items; {model.num_parameters() / 1e6:.2f} M parameters; "
+        f"{total} steps of {global_batch} ({cfg.grad_accum} x {micro}, {world} process(es)); {device}, {str(dtype).removeprefix('torch.')}"
+    )
     metrics_file = MetricsLog(run) if master else None
-    bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not (master and cfg.progress), dynamic_ncols=True)
+    bar = tqdm(
+        total=total,
+        initial=start,
+        desc="train",
+        unit="step",
+        disable=not (master and cfg.progress),
+        dynamic_ncols=True,
+    )
     t_start, window_bytes, window_time = time.time(), 0, 0.0
     last_eval: dict = {}
     step = start
@@ -445,11 +558,20 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
                 mine = slots[m * micro + rank * per_rank : m * micro + (rank + 1) * per_rank]
                 examples = [train_set.train_example(item, cfg.seed, epoch) for epoch, item in mine]
                 labels_t = torch.tensor([e.label for e in examples], device=device)
-                micro_batches.append((collate([e.stream for e in examples], bucket=16, max_patches=config.max_patches).to(device), labels_t))
+                micro_batches.append(
+                    (
+                        collate(
+                            [e.stream for e in examples], bucket=16, max_patches=config.max_patches
+                        ).to(device),
+                        labels_t,
+                    )
+                )
             units = torch.tensor(float(sum(task.units(b) for b, _ in micro_batches)), device=device)
             if world > 1:
                 dist.all_reduce(units)
-            units.clamp_(min=1)  # a batch with nothing to predict (loss_from_patch) adds no gradient
+            units.clamp_(
+                min=1
+            )  # a batch with nothing to predict (loss_from_patch) adds no gradient
             loss_total, nbytes = 0.0, 0
             step_stats: dict[str, float] = {}
             for m, (batch, labels_t) in enumerate(micro_batches):
@@ -464,15 +586,27 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
                 for k, v in stats.items():
                     step_stats[k] = step_stats.get(k, 0) + v
             if world > 1:  # the logged loss is the global one
-                t = torch.tensor([loss_total, nbytes, *step_stats.values()], dtype=torch.float64, device=device)
+                t = torch.tensor(
+                    [loss_total, nbytes, *step_stats.values()], dtype=torch.float64, device=device
+                )
                 dist.all_reduce(t)
                 loss_total, nbytes = float(t[0]), int(t[1])
                 step_stats = dict(zip(step_stats, t[2:].tolist(), strict=False))
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip else float("inf"))
-            if not (math.isfinite(loss_total) and math.isfinite(float(gnorm))):  # before the update: weights stay good
-                last = f"the last good checkpoint is {run / 'latest'}" if (run / "latest").exists() else "no checkpoint was saved yet"
-                raise BGPTError(f"training diverged at step {step + 1} (loss {loss_total}, gradient norm {float(gnorm)}); "
-                                f"{last}; try a lower --lr or --grad-clip")
+            gnorm = torch.nn.utils.clip_grad_norm_(
+                model.parameters(), cfg.grad_clip if cfg.grad_clip else float("inf")
+            )
+            if not (
+                math.isfinite(loss_total) and math.isfinite(float(gnorm))
+            ):  # before the update: weights stay good
+                last = (
+                    f"the last good checkpoint is {run / 'latest'}"
+                    if (run / "latest").exists()
+                    else "no checkpoint was saved yet"
+                )
+                raise BGPTError(
+                    f"training diverged at step {step + 1} (loss {loss_total}, gradient norm {float(gnorm)}); "
+                    f"{last}; try a lower --lr or --grad-clip"
+                )
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             loss = loss_total / float(units)
@@ -487,7 +621,12 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
                     row["bpb"] = step_stats["bits"] / step_stats["data_bytes"]
                 if "count" in step_stats:
                     row["accuracy"] = step_stats["correct"] / step_stats["count"]
-                bar.set_postfix(loss=f"{loss:.4f}", **({"bpb": f"{row['bpb']:.3f}"} if "bpb" in row else {}), **{"B/s": f"{window_bytes / max(window_time, 1e-9):.0f}"}, refresh=False)
+                bar.set_postfix(
+                    loss=f"{loss:.4f}",
+                    **({"bpb": f"{row['bpb']:.3f}"} if "bpb" in row else {}),
+                    **{"B/s": f"{window_bytes / max(window_time, 1e-9):.0f}"},
+                    refresh=False,
+                )
                 bar.update(1)
                 if done % cfg.log_every == 0 or done == total:
                     row["bytes_per_s"] = window_bytes / max(window_time, 1e-9)
@@ -505,7 +644,15 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
                     if is_best:
                         best = score
                     metrics_file.write({"step": done, **last_eval})
-                    save_checkpoint(run, model, optimizer, done, best, is_best, {"step": done, "total": total, **last_eval})
+                    save_checkpoint(
+                        run,
+                        model,
+                        optimizer,
+                        done,
+                        best,
+                        is_best,
+                        {"step": done, "total": total, **last_eval},
+                    )
                     plot_metrics(run)
                 if world > 1:
                     dist.barrier()
@@ -523,17 +670,37 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
                 report["train_bpb"] = rows[-1]["bpb"]
         lines = [f"trained {total - start} steps in {elapsed:.0f} s"]
         if "train_loss" in report:
-            lines.append(f"train loss {report['train_loss']:.4f}" + (f", train BPB {report['train_bpb']:.3f}" if "train_bpb" in report else ""))
+            lines.append(
+                f"train loss {report['train_loss']:.4f}"
+                + (f", train BPB {report['train_bpb']:.3f}" if "train_bpb" in report else "")
+            )
         if "eval_bpb" in last_eval:
-            lines.append(f"eval BPB {last_eval['eval_bpb']:.4f} on {last_eval['eval_files']} files (reference loss {last_eval['eval_loss']:.4f})")
+            lines.append(
+                f"eval BPB {last_eval['eval_bpb']:.4f} on {last_eval['eval_files']} files (reference loss {last_eval['eval_loss']:.4f})"
+            )
         if "eval_accuracy" in last_eval:
-            lines.append(f"eval accuracy {last_eval['eval_accuracy']:.4f} on {last_eval['eval_files']} files")
-        lines.append(f"run folder: {run} (best checkpoint: {os.readlink(run / 'best') if (run / 'best').is_symlink() else '-'}; loss curve: {run / 'loss.png'})")
+            lines.append(
+                f"eval accuracy {last_eval['eval_accuracy']:.4f} on {last_eval['eval_files']} files"
+            )
+        lines.append(
+            f"run folder: {run} (best checkpoint: {os.readlink(run / 'best') if (run / 'best').is_symlink() else '-'}; loss curve: {run / 'loss.png'})"
+        )
         log("\n".join(lines))
     return report, model
 
 
-def _time_trial_steps(model, task, train_set, cfg: TrainConfig, device, dtype, micro: int, per_rank: int, rank: int, trials: int = 4) -> float:
+def _time_trial_steps(
+    model,
+    task,
+    train_set,
+    cfg: TrainConfig,
+    device,
+    dtype,
+    micro: int,
+    per_rank: int,
+    rank: int,
+    trials: int = 4,
+) -> float:
     """Median seconds per optimizer step, timed on a throw-away copy of the model."""
     import copy
 
@@ -548,7 +715,9 @@ def _time_trial_steps(model, task, train_set, cfg: TrainConfig, device, dtype, m
         for m in range(cfg.grad_accum):
             mine = slots[m * micro + rank * per_rank : m * micro + (rank + 1) * per_rank]
             examples = [train_set.train_example(item, cfg.seed, epoch) for epoch, item in mine]
-            batch = collate([e.stream for e in examples], bucket=16, max_patches=train_set.max_patches).to(device)
+            batch = collate(
+                [e.stream for e in examples], bucket=16, max_patches=train_set.max_patches
+            ).to(device)
             labels = torch.tensor([e.label for e in examples], device=device)
             with autocast(device, dtype):
                 loss, _ = task.loss_sum(trial, batch, labels)
@@ -562,7 +731,9 @@ def _time_trial_steps(model, task, train_set, cfg: TrainConfig, device, dtype, m
     return float(np.median(times[1:]))
 
 
-def _evaluate(model, eval_set: StreamDataset, cfg: TrainConfig, device, dtype, batch_size: int) -> dict:
+def _evaluate(
+    model, eval_set: StreamDataset, cfg: TrainConfig, device, dtype, batch_size: int
+) -> dict:
     if cfg.task == "classify":
         r = evaluate_classifier(model, eval_set, batch_size, device, dtype, cfg.eval_max_files)
         return {"eval_accuracy": r["accuracy"], "eval_loss": r["loss"], "eval_files": r["files"]}

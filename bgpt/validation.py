@@ -69,7 +69,9 @@ def check_ranges(obj, ranges: dict[str, tuple[float | None, float | None]]) -> N
     for name, (lo, hi) in ranges.items():
         v = getattr(obj, name)
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            bad.append(f"{name}={v!r} (allowed {lo if lo is not None else '-inf'}..{hi if hi is not None else 'inf'})")
+            bad.append(
+                f"{name}={v!r} (allowed {lo if lo is not None else '-inf'}..{hi if hi is not None else 'inf'})"
+            )
     if bad:
         raise BGPTError(f"absurd setting: {', '.join(bad)}")
 
@@ -88,7 +90,9 @@ def finite_float(low: float | None = None, high: float | None = None, low_open: 
         if not math.isfinite(v):
             raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         if low is not None and (v < low or (low_open and v == low)):
-            raise argparse.ArgumentTypeError(f"must be {'>' if low_open else '>='} {low:g}, got {text}")
+            raise argparse.ArgumentTypeError(
+                f"must be {'>' if low_open else '>='} {low:g}, got {text}"
+            )
         if high is not None and v > high:
             raise argparse.ArgumentTypeError(f"must be <= {high:g}, got {text}")
         return v
@@ -105,7 +109,11 @@ def int_at_least(low: int, high: int | None = None):
         except ValueError:
             raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
         if v < low or (high is not None and v > high):
-            raise argparse.ArgumentTypeError(f"must be in {low}..{high}, got {v}" if high is not None else f"must be >= {low}, got {v}")
+            raise argparse.ArgumentTypeError(
+                f"must be in {low}..{high}, got {v}"
+                if high is not None
+                else f"must be >= {low}, got {v}"
+            )
         return v
 
     return parse

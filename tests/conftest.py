@@ -23,10 +23,14 @@ def one_thread():
 @pytest.fixture
 def tiny_config() -> BGPTConfig:
     """Tiny but complete: 2 heads, patch size 4, both decoders."""
-    return BGPTConfig(patch_size=4, max_patches=16, hidden_size=128, patch_layers=2, byte_layers=2, dropout=0.0)
+    return BGPTConfig(
+        patch_size=4, max_patches=16, hidden_size=128, patch_layers=2, byte_layers=2, dropout=0.0
+    )
 
 
-def random_bgpt(config: BGPTConfig, seed: int = 0, std: float = 0.3, matrices_only: bool = False) -> BGPT:
+def random_bgpt(
+    config: BGPTConfig, seed: int = 0, std: float = 0.3, matrices_only: bool = False
+) -> BGPT:
     """A generative model with N(0, std) weights, in eval mode: GPT-2's initialisation gives
     near-uniform distributions; these are peaked and varied, as a trained model's are.
     `matrices_only` leaves biases, LayerNorms and vectors at their initial values."""

@@ -12,11 +12,18 @@ from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
 from bgpt.stream import PAD, VOCAB_SIZE
 
 
-def gpt2_config(hidden: int, layers: int, positions: int, vocab: int, dropout: float = 0.0) -> GPT2Config:
+def gpt2_config(
+    hidden: int, layers: int, positions: int, vocab: int, dropout: float = 0.0
+) -> GPT2Config:
     return GPT2Config(
-        n_embd=hidden, n_layer=layers, n_head=max(1, hidden // 64),  # the reference: H/64 heads
-        n_positions=positions, vocab_size=vocab,
-        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+        n_embd=hidden,
+        n_layer=layers,
+        n_head=max(1, hidden // 64),  # the reference: H/64 heads
+        n_positions=positions,
+        vocab_size=vocab,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
         attn_implementation="eager",
     )
 
@@ -31,7 +38,9 @@ class RefPatchLevelDecoder(nn.Module):
     def forward(self, patches: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
         x = F.one_hot(patches, num_classes=VOCAB_SIZE).float()
         x = x.reshape(len(patches), -1, self.patch_size * VOCAB_SIZE)
-        return self.base(inputs_embeds=self.patch_embedding(x), attention_mask=masks).last_hidden_state
+        return self.base(
+            inputs_embeds=self.patch_embedding(x), attention_mask=masks
+        ).last_hidden_state
 
 
 class RefByteLevelDecoder(nn.Module):
@@ -49,11 +58,23 @@ class RefByteLevelDecoder(nn.Module):
 
 
 class RefBGPT(nn.Module):
-    def __init__(self, patch_size: int, max_patches: int, hidden: int, patch_layers: int, byte_layers: int, dropout: float = 0.0):
+    def __init__(
+        self,
+        patch_size: int,
+        max_patches: int,
+        hidden: int,
+        patch_layers: int,
+        byte_layers: int,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.patch_size = patch_size
-        self.patch_level_decoder = RefPatchLevelDecoder(patch_size, gpt2_config(hidden, patch_layers, max_patches, 1, dropout))
-        self.byte_level_decoder = RefByteLevelDecoder(gpt2_config(hidden, byte_layers, patch_size + 1, VOCAB_SIZE, dropout))
+        self.patch_level_decoder = RefPatchLevelDecoder(
+            patch_size, gpt2_config(hidden, patch_layers, max_patches, 1, dropout)
+        )
+        self.byte_level_decoder = RefByteLevelDecoder(
+            gpt2_config(hidden, byte_layers, patch_size + 1, VOCAB_SIZE, dropout)
+        )
 
     def forward(self, patches: torch.Tensor, masks: torch.Tensor):
         """The reference's training forward: HF loss over every predicted symbol."""
@@ -66,10 +87,14 @@ class RefBGPT(nn.Module):
 
 
 class RefClassifier(nn.Module):
-    def __init__(self, patch_size: int, max_patches: int, hidden: int, patch_layers: int, classes: int):
+    def __init__(
+        self, patch_size: int, max_patches: int, hidden: int, patch_layers: int, classes: int
+    ):
         super().__init__()
         self.patch_size = patch_size
-        self.patch_level_decoder = RefPatchLevelDecoder(patch_size, gpt2_config(hidden, patch_layers, max_patches, 1))
+        self.patch_level_decoder = RefPatchLevelDecoder(
+            patch_size, gpt2_config(hidden, patch_layers, max_patches, 1)
+        )
         self.classifier = nn.Linear(hidden, classes)
 
     def forward(self, patches: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,9 @@ from bgpt.config import BGPTConfig
 
 
 def test_flops_per_byte_by_hand():
-    c = BGPTConfig(patch_size=4, max_patches=8, hidden_size=64, patch_layers=2, byte_layers=1, heads=1)
+    c = BGPTConfig(
+        patch_size=4, max_patches=8, hidden_size=64, patch_layers=2, byte_layers=1, heads=1
+    )
     block = 12 * 64 * 64
     patch = 2 * (block + 64 * 9)  # attention over the mean causal prefix (L+1)/2, two matmuls
     byte = 1 * (block + 64 * 5) + 257 * 64
@@ -16,9 +18,41 @@ def test_flops_per_byte_by_hand():
 
 def test_bench_cli_json(tmp_path, capsys):
     cfg = tmp_path / "c.json"
-    cfg.write_text(json.dumps({"patch_size": 4, "max_patches": 8, "hidden_size": 32, "patch_layers": 1, "byte_layers": 1, "heads": 1}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "patch_size": 4,
+                "max_patches": 8,
+                "hidden_size": 32,
+                "patch_layers": 1,
+                "byte_layers": 1,
+                "heads": 1,
+            }
+        )
+    )
     for what in ("train", "eval", "generate"):
-        assert main(["bench", what, "--config", str(cfg), "--steps", "1", "--warmup", "0", "--batch-size", "2", "--nbytes", "16", "--dtype", "fp32", "--json"]) == 0
+        assert (
+            main(
+                [
+                    "bench",
+                    what,
+                    "--config",
+                    str(cfg),
+                    "--steps",
+                    "1",
+                    "--warmup",
+                    "0",
+                    "--batch-size",
+                    "2",
+                    "--nbytes",
+                    "16",
+                    "--dtype",
+                    "fp32",
+                    "--json",
+                ]
+            )
+            == 0
+        )
         r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert r["bytes_per_s"] > 0 and r["peak_rss_mb"] > 0 and 0 < r["mfu"] < 1, r
     assert main(["bench", "data", "--nbytes", "32", "--json"]) == 0
@@ -53,7 +87,9 @@ def test_freed_memory_is_reused_without_page_faults():
         pytest.skip("glibc only")
 
     def faults(mode: str) -> int:
-        run = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True)
+        run = subprocess.run(
+            [sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True
+        )
         return int(run.stdout)
 
     default, kept = faults("default"), faults("keep")

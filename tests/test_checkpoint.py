@@ -31,7 +31,10 @@ def ref_state(tiny_config):
 def test_save_and_load_round_trip(tmp_path, tiny_config):
     model = BGPT(tiny_config)
     save_pretrained(model, tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+    ]
     again = bgpt.load(tmp_path / "m")
     assert again.config == tiny_config
     assert loss_of(model, tiny_config) == loss_of(again, tiny_config)
@@ -53,7 +56,11 @@ def test_reference_pth_variants_load(tmp_path, tiny_config, ref_state, wrap, mas
             if k.endswith("attn.c_attn.weight"):
                 state[k.replace("c_attn.weight", "bias")] = torch.ones(1, 1, 8, 8)
                 state[k.replace("c_attn.weight", "masked_bias")] = torch.tensor(-1e4)
-    obj = {"model": state, "optimizer": {}, "epoch": 3, "best_epoch": 2, "min_eval_loss": 1.0} if wrap else state
+    obj = (
+        {"model": state, "optimizer": {}, "epoch": 3, "best_epoch": 2, "min_eval_loss": 1.0}
+        if wrap
+        else state
+    )
     torch.save(obj, tmp_path / "weights.pth")
     model = bgpt.load(tmp_path / "weights.pth")
     assert model.config.patch_size == 4 and model.config.max_patches == 16
@@ -102,16 +109,31 @@ def bad_files(tmp_path, tiny_config):
     for name, edit in {
         "bad json": lambda d: (d / "config.json").write_text("{"),
         "foreign json": lambda d: (d / "config.json").write_text('{"a": 1}'),
-        "bad field": lambda d: (d / "config.json").write_text(json.dumps({"format": "bgpt", "config": {"hidden": 1}})),
+        "bad field": lambda d: (d / "config.json").write_text(
+            json.dumps({"format": "bgpt", "config": {"hidden": 1}})
+        ),
         "bad weights": lambda d: (d / "model.safetensors").write_bytes(b"\x10\x00" * 50),
-        "trunc weights": lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:1000]),
-        "shape mismatch": lambda d: (d / "config.json").write_text(json.dumps({"format": "bgpt", "config": {**tiny_config.to_dict(), "hidden_size": 64}})),
+        "trunc weights": lambda d: (d / "model.safetensors").write_bytes(
+            (d / "model.safetensors").read_bytes()[:1000]
+        ),
+        "shape mismatch": lambda d: (d / "config.json").write_text(
+            json.dumps({"format": "bgpt", "config": {**tiny_config.to_dict(), "hidden_size": 64}})
+        ),
     }.items():
         d = tmp_path / name.replace(" ", "_")
         save_pretrained(BGPT(tiny_config), d)
         edit(d)
-        cases[name] = (d, {"bad json": "unreadable config", "foreign json": "not a bgpt config", "bad field": "unknown field",
-                           "bad weights": "corrupt", "trunc weights": "corrupt", "shape mismatch": "shape"}[name])
+        cases[name] = (
+            d,
+            {
+                "bad json": "unreadable config",
+                "foreign json": "not a bgpt config",
+                "bad field": "unknown field",
+                "bad weights": "corrupt",
+                "trunc weights": "corrupt",
+                "shape mismatch": "shape",
+            }[name],
+        )
     return cases
 
 

@@ -34,7 +34,9 @@ def test_verbosity_sets_the_bgpt_logger(tmp_path, capsys):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.txt").write_text("x")
     for flags, level in (([], logging.INFO), (["-q"], logging.WARNING), (["-v"], logging.DEBUG)):
-        assert main(["pack", str(tmp_path / "d"), "--out", str(tmp_path / f"p{level}"), *flags]) == 0
+        assert (
+            main(["pack", str(tmp_path / "d"), "--out", str(tmp_path / f"p{level}"), *flags]) == 0
+        )
         assert logging.getLogger("bgpt").level == level
     capsys.readouterr()
 
@@ -56,7 +58,11 @@ def test_library_code_never_prints():
         if rel in ("cli.py", "__main__.py", "tasks/cpu/cli.py") or rel.startswith("commands/"):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "print"
+            ):
                 offenders.append(f"{rel}:{node.lineno}")
     assert not offenders, offenders
 
@@ -66,8 +72,10 @@ def test_help_loads_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from bgpt.cli import main; codes = [main(a) for a in (['--help'], ['train', '--help'], "
-            "['cpu', 'run', '--help'], ['media', 'build', '--help'], ['demo', '--help'])]; "
-            "sys.stderr.write(repr((codes, 'torch' in sys.modules)))")
+    code = (
+        "import sys; from bgpt.cli import main; codes = [main(a) for a in (['--help'], ['train', '--help'], "
+        "['cpu', 'run', '--help'], ['media', 'build', '--help'], ['demo', '--help'])]; "
+        "sys.stderr.write(repr((codes, 'torch' in sys.modules)))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stderr.strip().splitlines()[-1] == "([0, 0, 0, 0, 0], False)"

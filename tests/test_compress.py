@@ -38,8 +38,15 @@ CONTEXT = S * L  # bytes of context, header and end patch included
 
 
 def tiny(seed: int = 0, std: float = 0.3, byte_context: bool = False) -> BGPT:
-    config = BGPTConfig(patch_size=S, max_patches=L, hidden_size=32, heads=2, patch_layers=1, byte_layers=1,
-                        byte_context=byte_context)
+    config = BGPTConfig(
+        patch_size=S,
+        max_patches=L,
+        hidden_size=32,
+        heads=2,
+        patch_layers=1,
+        byte_layers=1,
+        byte_context=byte_context,
+    )
     return random_bgpt(config, seed, std, matrices_only=True)
 
 
@@ -276,7 +283,9 @@ def test_forged_length_is_refused_before_decoding():
     with pytest.raises(FormatError, match="maximum"):
         decompress(model, forged + payload)
     fits = (8 * h.payload_bytes + 128) << 16  # the most the payload could hold, plus one
-    forged = Header(h.fingerprint, h.patch_size, h.max_patches, fits, h.crc32, h.payload_bytes, h.ext).to_bytes()
+    forged = Header(
+        h.fingerprint, h.patch_size, h.max_patches, fits, h.crc32, h.payload_bytes, h.ext
+    ).to_bytes()
     with pytest.raises(FormatError, match="cannot fit"):
         decompress(model, forged + payload)
     wrong_length = Header(
@@ -295,7 +304,9 @@ def test_forged_length_costs_no_memory_up_front():
     blob = compress(model, b"abcdefgh", "txt")
     h = read_header(blob)
     n = ((8 * h.payload_bytes + 128) << 16) - 2
-    forged = Header(h.fingerprint, h.patch_size, h.max_patches, n, h.crc32, h.payload_bytes, h.ext).to_bytes()
+    forged = Header(
+        h.fingerprint, h.patch_size, h.max_patches, n, h.crc32, h.payload_bytes, h.ext
+    ).to_bytes()
     tracemalloc.start()
     try:
         with pytest.raises(FormatError, match="corrupt data|checksum"):

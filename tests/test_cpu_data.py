@@ -150,7 +150,18 @@ def test_cli_assemble_and_translate(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "ADD A B C" in text and "all states match the simulator" in text
     assert (
-        run_cli("cpu", "assemble", str(src), "--out", str(out), "--seed", "1", "--state", "A=0", "--force")
+        run_cli(
+            "cpu",
+            "assemble",
+            str(src),
+            "--out",
+            str(out),
+            "--seed",
+            "1",
+            "--state",
+            "A=0",
+            "--force",
+        )
         == 0
     )
     random_start = out.read_bytes()[1024:1040]

@@ -33,8 +33,16 @@ def instances(n=4, max_len=6, seed=0):
 
 
 def cpu_model(byte_context: bool = False):
-    c = BGPTConfig(patch_size=16, max_patches=80, hidden_size=32, patch_layers=1, byte_layers=1, heads=2, dropout=0.0,
-                   byte_context=byte_context)
+    c = BGPTConfig(
+        patch_size=16,
+        max_patches=80,
+        hidden_size=32,
+        patch_layers=1,
+        byte_layers=1,
+        heads=2,
+        dropout=0.0,
+        byte_context=byte_context,
+    )
     return BGPT(c).eval()
 
 
@@ -101,7 +109,9 @@ def test_one_step_matches_teacher_forced_greedy_for_first_byte(byte_context):
     pred = one_step_predictions(model, [inst])[0]
     b = collate([encode(inst.memory.tobytes() + inst.states.tobytes(), "bin", 16)])
     with torch.no_grad():
-        logits = model.next_byte_logits_naive(b.patches[:, :66], b.patches[:, 66, :0])  # state 0 is patch 65
+        logits = model.next_byte_logits_naive(
+            b.patches[:, :66], b.patches[:, 66, :0]
+        )  # state 0 is patch 65
     assert pred[0, 0] == logits.argmax(-1).item()
 
 
@@ -117,7 +127,20 @@ def test_cpu_run_and_evaluate_cli(tmp_path, capsys):
     data.mkdir()
     for inst in instances(3):
         (data / f"{inst.name}.bin").write_bytes(inst.memory.tobytes() + inst.states.tobytes())
-    assert main(["cpu", "evaluate", str(tmp_path / "m"), str(data), "--json", "--plot", str(tmp_path / "a.png")]) == 0
+    assert (
+        main(
+            [
+                "cpu",
+                "evaluate",
+                str(tmp_path / "m"),
+                str(data),
+                "--json",
+                "--plot",
+                str(tmp_path / "a.png"),
+            ]
+        )
+        == 0
+    )
     rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"byte_accuracy", "state_accuracy", "exact_rate", "bpb"} <= set(rep)
     assert (tmp_path / "a.png").stat().st_size > 1000
@@ -131,9 +154,31 @@ def test_cpu_run_and_evaluate_cli(tmp_path, capsys):
 def test_demo_end_to_end_tiny(tmp_path, capsys):
     from bgpt.tasks.cpu.demo import DemoConfig, run_demo
 
-    r = run_demo(DemoConfig(out=str(tmp_path / "demo"), minutes=0.1, train=64, test=6, max_len=8, hidden_size=32, free_run_files=2))
+    r = run_demo(
+        DemoConfig(
+            out=str(tmp_path / "demo"),
+            minutes=0.1,
+            train=64,
+            test=6,
+            max_len=8,
+            hidden_size=32,
+            free_run_files=2,
+        )
+    )
     out = capsys.readouterr().out
     assert "previous state, PC+1, fetched IR" in out and "Run folder" in out
-    assert (tmp_path / "demo" / "report.txt").exists() and (tmp_path / "demo" / "run" / "best").exists()
+    assert (tmp_path / "demo" / "report.txt").exists() and (
+        tmp_path / "demo" / "run" / "best"
+    ).exists()
     assert set(r["one_step"]) >= {"model", "repeat", "pc_ir"}
-    run_demo(DemoConfig(out=str(tmp_path / "demo"), minutes=0.05, train=32, test=2, max_len=4, hidden_size=32, free_run_files=1))  # replaces its own folder
+    run_demo(
+        DemoConfig(
+            out=str(tmp_path / "demo"),
+            minutes=0.05,
+            train=32,
+            test=2,
+            max_len=4,
+            hidden_size=32,
+            free_run_files=1,
+        )
+    )  # replaces its own folder

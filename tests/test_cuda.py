@@ -86,15 +86,21 @@ def test_dropout_rate_and_checkpointing_replays_it(tiny_config):
 
 
 def test_cached_generation_equals_plain_loops_and_cpu():
-    config = BGPTConfig(patch_size=4, max_patches=16, hidden_size=64, heads=2, patch_layers=2, byte_layers=2)
+    config = BGPTConfig(
+        patch_size=4, max_patches=16, hidden_size=64, heads=2, patch_layers=2, byte_layers=2
+    )
     model = random_bgpt(config, seed=3)
     prompts = [b"", b"a", b"abcde", b"0123456789"]
     on_cpu = generate_many(model, prompts, "txt", top_k=1, min_bytes=10**6, dtype="fp32")
     model.to(CUDA)
     for engine in ("cached", "uncached", "reference"):
-        out = generate_many(model, prompts, "txt", top_k=1, min_bytes=10**6, dtype="fp32", engine=engine)
+        out = generate_many(
+            model, prompts, "txt", top_k=1, min_bytes=10**6, dtype="fp32", engine=engine
+        )
         assert [o.data for o in out] == [o.data for o in on_cpu], engine
-    sampled = [generate_many(model, prompts, "txt", seed=5, engine=e) for e in ("cached", "reference")]
+    sampled = [
+        generate_many(model, prompts, "txt", seed=5, engine=e) for e in ("cached", "reference")
+    ]
     assert [o.data for o in sampled[0]] == [o.data for o in sampled[1]]
     assert len(set(b"".join(o.data for o in sampled[0]))) > 30
     out = generate_many(model, prompts, "txt", seed=5, dtype="bf16", max_bytes=20, min_bytes=20)
@@ -108,12 +114,41 @@ def test_train_eval_generate_commands_on_cuda(tmp_path, capsys):
     data = tmp_path / "d"
     data.mkdir()
     for i in range(32):
-        (data / f"f{i:03d}.txt").write_text(" ".join(rng.choice(words, size=rng.integers(8, 30))) + "\n")
+        (data / f"f{i:03d}.txt").write_text(
+            " ".join(rng.choice(words, size=rng.integers(8, 30))) + "\n"
+        )
     run = tmp_path / "run"
-    args = ["train", str(data), "--out", str(run), "--device", "cuda", "--dtype", "bf16", "--steps", "120",
-            "--batch-size", "8", "--lr", "3e-3", "--save-every", "120", "--no-progress",
-            "--patch-size", "4", "--max-patches", "32", "--hidden-size", "32", "--patch-layers", "2",
-            "--byte-layers", "1", "--heads", "2"]
+    args = [
+        "train",
+        str(data),
+        "--out",
+        str(run),
+        "--device",
+        "cuda",
+        "--dtype",
+        "bf16",
+        "--steps",
+        "120",
+        "--batch-size",
+        "8",
+        "--lr",
+        "3e-3",
+        "--save-every",
+        "120",
+        "--no-progress",
+        "--patch-size",
+        "4",
+        "--max-patches",
+        "32",
+        "--hidden-size",
+        "32",
+        "--patch-layers",
+        "2",
+        "--byte-layers",
+        "1",
+        "--heads",
+        "2",
+    ]
     assert main(args) == 0
     capsys.readouterr()
     scores = {}
@@ -123,16 +158,53 @@ def test_train_eval_generate_commands_on_cuda(tmp_path, capsys):
     assert scores["cuda"] < 2.5, scores
     assert abs(scores["cuda"] - scores["cpu"]) < 1e-3, scores
     out = tmp_path / "gen"
-    assert main(["generate", str(run), "--ext", ".txt", "-n", "2", "--out", str(out), "--max-bytes", "40",
-                 "--seed", "1", "--device", "cuda"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(run),
+                "--ext",
+                ".txt",
+                "-n",
+                "2",
+                "--out",
+                str(out),
+                "--max-bytes",
+                "40",
+                "--seed",
+                "1",
+                "--device",
+                "cuda",
+            ]
+        )
+        == 0
+    )
     files = sorted(out.iterdir())
     assert len(files) == 2 and all(0 < f.stat().st_size <= 40 for f in files)
     assert next(load(run).parameters()).device.type == "cpu"
 
 
 def test_bench_reports_cuda_memory(capsys):
-    assert main(["bench", "train", "--device", "cuda", "--config", "small", "--batch-size", "2", "--steps", "2",
-                 "--warmup", "1", "--json"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "train",
+                "--device",
+                "cuda",
+                "--config",
+                "small",
+                "--batch-size",
+                "2",
+                "--steps",
+                "2",
+                "--warmup",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r["device"].startswith("cuda") and r["cuda_peak_mb"] > 100 and 0 < r["mfu"] < 1
 

@@ -47,7 +47,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(
-    hidden=64, heads=2, patch_layers=2, byte_layers=2, max_patches=16, byte_context=False, seed=0, std=0.3
+    hidden=64,
+    heads=2,
+    patch_layers=2,
+    byte_layers=2,
+    max_patches=16,
+    byte_context=False,
+    seed=0,
+    std=0.3,
 ) -> BGPT:
     config = BGPTConfig(
         patch_size=S,
@@ -140,7 +147,11 @@ def test_fused_kernel_equals_torch_step(shape):
         for fused in (True, False):
             seen = []
             gen = Generation(
-                model, prompt, sampling=Sampling(top_k=1), min_bytes=10**6, fused=fused,
+                model,
+                prompt,
+                sampling=Sampling(top_k=1),
+                min_bytes=10**6,
+                fused=fused,
                 logits_hook=lambda samples, logits, seen=seen: seen.append(logits.clone()),
             )
             outs = gen.run()

@@ -41,8 +41,15 @@ class OneFile:
 def test_bits_are_the_evaluation_bits(byte_context):
     """Over a file longer than the context (several windows), the page's bits per byte equal
     `bgpt eval`'s, and each position's top-5 holds the most likely symbols in order."""
-    config = BGPTConfig(patch_size=4, max_patches=6, hidden_size=32, heads=2, patch_layers=1, byte_layers=1,
-                        byte_context=byte_context)
+    config = BGPTConfig(
+        patch_size=4,
+        max_patches=6,
+        hidden_size=32,
+        heads=2,
+        patch_layers=1,
+        byte_layers=1,
+        byte_context=byte_context,
+    )
     model = random_bgpt(config, 1, 0.3)
     data = np.random.default_rng(0).integers(0, 256, 75, dtype=np.uint8).tobytes()
     part = analyse(model, data, "bin")
@@ -54,28 +61,55 @@ def test_bits_are_the_evaluation_bits(byte_context):
 
 
 def test_pair_parts_and_spans():
-    config = BGPTConfig(patch_size=4, max_patches=16, hidden_size=32, heads=2, patch_layers=1, byte_layers=1)
+    config = BGPTConfig(
+        patch_size=4, max_patches=16, hidden_size=32, heads=2, patch_layers=1, byte_layers=1
+    )
     model = random_bgpt(config, 2, 0.3)
     x, y = b"X:1\nK:C\nCDEF|", b"MThd\x00\x00\x00\x06"
     parts = analyse_pair(model, x, "abc", y, "mid")
-    assert [p.data for p in parts] == [x, y] and [len(p.bits) for p in parts] == [len(x) + 1, len(y) + 1]
+    assert [p.data for p in parts] == [x, y] and [len(p.bits) for p in parts] == [
+        len(x) + 1,
+        len(y) + 1,
+    ]
     bits = np.array([0, 0, 5, 5, 0, 0, 0, 9, 1, 0.0])
-    assert surprising_spans(bits, width=2, count=3) == [(2, 4, 10.0), (7, 9, 10.0), (0, 2, 0.0)]  # no overlaps
+    assert surprising_spans(bits, width=2, count=3) == [
+        (2, 4, 10.0),
+        (7, 9, 10.0),
+        (0, 2, 0.0),
+    ]  # no overlaps
 
 
 def test_cli_page_has_every_byte_and_no_network(tmp_path, capsys):
     torch.manual_seed(0)
-    config = BGPTConfig(patch_size=16, max_patches=80, hidden_size=32, heads=2, patch_layers=1, byte_layers=1)
+    config = BGPTConfig(
+        patch_size=16, max_patches=80, hidden_size=32, heads=2, patch_layers=1, byte_layers=1
+    )
     save_pretrained(random_bgpt(config, 0, 0.1), tmp_path / "m")
     (tmp_path / "p.asm").write_text("LOADI 7\nINC\nPOP A\nHLT\n")
     assert main(["cpu", "assemble", str(tmp_path / "p.asm"), "--out", str(tmp_path / "p.bin")]) == 0
-    (tmp_path / "t.txt").write_bytes(b"<b>tags & quotes \" stay text</b>\n")
+    (tmp_path / "t.txt").write_bytes(b'<b>tags & quotes " stay text</b>\n')
     page = tmp_path / "page.html"
-    assert main(["inspect", str(tmp_path / "m"), str(tmp_path / "p.bin"), str(tmp_path / "t.txt"), "--html", str(page)]) == 0
+    assert (
+        main(
+            [
+                "inspect",
+                str(tmp_path / "m"),
+                str(tmp_path / "p.bin"),
+                str(tmp_path / "t.txt"),
+                "--html",
+                str(page),
+            ]
+        )
+        == 0
+    )
     text = page.read_text()
     n = (tmp_path / "p.bin").stat().st_size + (tmp_path / "t.txt").stat().st_size
-    assert len(re.findall(r'<span class="b"', text)) == n + 2  # every byte and each file's end symbol
-    assert "&lt;" in text and "&amp;" in text and "<b>tags" not in text  # the file's bytes never become markup
+    assert (
+        len(re.findall(r'<span class="b"', text)) == n + 2
+    )  # every byte and each file's end symbol
+    assert (
+        "&lt;" in text and "&amp;" in text and "<b>tags" not in text
+    )  # the file's bytes never become markup
     assert not re.search(r"(src|href)=\"?https?:", text)  # nothing fetched from anywhere
     assert "CPU states" in text and text.count("<tr><td>") >= 5 + 10  # 5 states + the spans tables
     assert main(["inspect", str(tmp_path / "m"), str(tmp_path / "t.txt"), "--html", str(page)]) == 2
@@ -87,15 +121,33 @@ def test_page_renders_in_a_real_browser(tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("no Chromium here (make test installs Debian's chromium)")
-    config = BGPTConfig(patch_size=4, max_patches=16, hidden_size=32, heads=2, patch_layers=1, byte_layers=1)
+    config = BGPTConfig(
+        patch_size=4, max_patches=16, hidden_size=32, heads=2, patch_layers=1, byte_layers=1
+    )
     part = analyse(random_bgpt(config, 3, 0.3), b"hello, browser: " * 8, "txt", title="hello.txt")
     page = tmp_path / "page.html"
     page.write_text(render("test page", [part]))
     shot = tmp_path / "shot.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1000,800",
-                    page.as_uri()], capture_output=True, timeout=120, check=False)
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1000,800",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     from PIL import Image
 
     img = np.asarray(Image.open(shot).convert("RGB")).astype(int)

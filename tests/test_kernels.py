@@ -8,8 +8,15 @@ import torch.nn.functional as F
 from bgpt import kernels
 from bgpt.kernels import KEEP_LEVELS, dropout_coins, dropout_reference, dropout_scale
 
-needs_numba = pytest.mark.skipif(not kernels.available(), reason="numba (the fast extra) is not installed")
-SIZES = [1, 7, 4099, kernels.PARALLEL_MIN + 13]  # tails that are no multiple of 4; one call split over threads
+needs_numba = pytest.mark.skipif(
+    not kernels.available(), reason="numba (the fast extra) is not installed"
+)
+SIZES = [
+    1,
+    7,
+    4099,
+    kernels.PARALLEL_MIN + 13,
+]  # tails that are no multiple of 4; one call split over threads
 
 
 def test_dropout_coins_rate_and_independence():
@@ -49,17 +56,31 @@ def test_gelu_kernel_matches_aten(n):
     # fp32: within 1e-6 (forward) and 2e-5 (backward, unit-scale gradients; the tanh is a
     # rational approximation and 1 - tanh^2 cancels in the tails); ATen is no closer to the
     # float64 truth than ~1e-6 itself
-    torch.testing.assert_close(kernels.gelu(x32), F.gelu(x32, approximate="tanh"), atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(kernels.gelu_backward(g32, x32), torch.ops.aten.gelu_backward(g32, x32, approximate="tanh"), atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        kernels.gelu(x32), F.gelu(x32, approximate="tanh"), atol=1e-6, rtol=1e-5
+    )
+    torch.testing.assert_close(
+        kernels.gelu_backward(g32, x32),
+        torch.ops.aten.gelu_backward(g32, x32, approximate="tanh"),
+        atol=2e-5,
+        rtol=1e-5,
+    )
     # bf16: within one ulp (different roundings where the fp32 values differ in the last
     # bits), or 1e-5 (3e-5 times the gradient) in the tails, where 1 + tanh cancels
     x, g = x32.bfloat16(), g32.bfloat16()
     forward = kernels.gelu(x)
     assert forward.dtype == torch.bfloat16
-    torch.testing.assert_close(forward.float(), F.gelu(x, approximate="tanh").float(), atol=1e-5, rtol=2**-7)
+    torch.testing.assert_close(
+        forward.float(), F.gelu(x, approximate="tanh").float(), atol=1e-5, rtol=2**-7
+    )
     backward = kernels.gelu_backward(g, x)
     assert backward.dtype == torch.bfloat16
-    torch.testing.assert_close(backward.float(), torch.ops.aten.gelu_backward(g, x, approximate="tanh").float(), atol=3e-5, rtol=2**-7)
+    torch.testing.assert_close(
+        backward.float(),
+        torch.ops.aten.gelu_backward(g, x, approximate="tanh").float(),
+        atol=3e-5,
+        rtol=2**-7,
+    )
 
 
 @needs_numba
@@ -71,7 +92,9 @@ def test_model_gelu_and_its_gradient_through_autograd():
     y.backward(torch.ones_like(y))
     ref = x.detach().clone().requires_grad_()
     F.gelu(ref, approximate="tanh").backward(torch.ones_like(y))
-    torch.testing.assert_close(y.detach(), F.gelu(ref.detach(), approximate="tanh"), atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        y.detach(), F.gelu(ref.detach(), approximate="tanh"), atol=2e-6, rtol=1e-5
+    )
     torch.testing.assert_close(x.grad, ref.grad, atol=2e-5, rtol=1e-5)
     assert gelu(torch.randn(10, 10)).grad_fn is None  # small tensors: ATen
 
@@ -106,13 +129,19 @@ def test_model_residual_dropout_equals_the_two_operations(dtype):
     assert torch.equal(o1, o2) and torch.equal(gx1, gx2)
     assert gy1.dtype == dtype
     # y's gradient: one rounding to bf16 (fused) against two (cast, then scale): within one ulp
-    torch.testing.assert_close(gy1.float(), gy2.float(), atol=0, rtol=0 if dtype == torch.float32 else 2**-7)
+    torch.testing.assert_close(
+        gy1.float(), gy2.float(), atol=0, rtol=0 if dtype == torch.float32 else 2**-7
+    )
     assert residual_dropout(x0, y0, 0.0).equal(x0 + y0)
 
 
 @needs_numba
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
-@pytest.mark.parametrize("shape", [(1, 2, 1, 8), (2, 3, 5, 8), (64, 4, 16, 32), (1, 2, 300, 16)], ids=lambda s: f"T{s[2]}")
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 2, 1, 8), (2, 3, 5, 8), (64, 4, 16, 32), (1, 2, 300, 16)],
+    ids=lambda s: f"T{s[2]}",
+)
 @pytest.mark.parametrize("p", [0.0, 0.1])
 def test_attention_probs_kernel_matches_the_operations_one_by_one(monkeypatch, dtype, shape, p):
     """The fused scale/mask/softmax/dropout against `explicit_causal_attention`'s ATen steps with
@@ -139,19 +168,34 @@ def test_attention_probs_kernel_matches_the_operations_one_by_one(monkeypatch, d
 
 @needs_numba
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
-@pytest.mark.parametrize("shape", [(1, 5), (300, 96), (700, 3072)])  # 700 rows: blocks of 256 split over threads
+@pytest.mark.parametrize(
+    "shape", [(1, 5), (300, 96), (700, 3072)]
+)  # 700 rows: blocks of 256 split over threads
 def test_bias_gelu_kernels_match_aten(dtype, shape):
     torch.manual_seed(0)
-    x, g, b = torch.randn(shape).to(dtype) * 2, torch.randn(shape).to(dtype), torch.randn(shape[1]) * 0.5
+    x, g, b = (
+        torch.randn(shape).to(dtype) * 2,
+        torch.randn(shape).to(dtype),
+        torch.randn(shape[1]) * 0.5,
+    )
     y = kernels.bias_gelu(x, b)
-    ref = F.gelu(x.float() + b.to(dtype).float(), approximate="tanh")  # the bias in x's dtype, as autocast casts it
+    ref = F.gelu(
+        x.float() + b.to(dtype).float(), approximate="tanh"
+    )  # the bias in x's dtype, as autocast casts it
     assert y.dtype == dtype
-    torch.testing.assert_close(y.float(), ref.to(dtype).float(), atol=2e-6, rtol=2**-7 if dtype == torch.bfloat16 else 1e-5)  # one ulp
+    torch.testing.assert_close(
+        y.float(), ref.to(dtype).float(), atol=2e-6, rtol=2**-7 if dtype == torch.bfloat16 else 1e-5
+    )  # one ulp
     dx, db = kernels.bias_gelu_backward(g, x, b)
     leaf = (x.float() + b.to(dtype).float()).requires_grad_()
     F.gelu(leaf, approximate="tanh").backward(g.float())
     assert dx.dtype == dtype and db.dtype == torch.float32
-    torch.testing.assert_close(dx.float(), leaf.grad.to(dtype).float(), atol=3e-5, rtol=2**-7 if dtype == torch.bfloat16 else 1e-5)
+    torch.testing.assert_close(
+        dx.float(),
+        leaf.grad.to(dtype).float(),
+        atol=3e-5,
+        rtol=2**-7 if dtype == torch.bfloat16 else 1e-5,
+    )
     # the bias gradient: the column sums of x's gradient as written (blocks of rows, then blocks)
     torch.testing.assert_close(db, dx.double().sum(0).float(), atol=1e-4, rtol=1e-5)
 
@@ -176,7 +220,10 @@ def test_model_linear_gelu_equals_gelu_of_linear():
         results.append([y.detach().float(), x.grad, fc.weight.grad.clone(), fc.bias.grad.clone()])
     for a, b in zip(*results, strict=True):
         assert (a - b).abs().max() <= 2**-7 * b.abs().max()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # not training: the plain operations
+    with (
+        torch.no_grad(),
+        torch.autocast("cpu", dtype=torch.bfloat16),
+    ):  # not training: the plain operations
         assert torch.equal(model.linear_gelu(x0, fc), F.gelu(fc(x0), approximate="tanh"))
 
 
@@ -190,12 +237,16 @@ def test_layer_norm_kernels_match_aten(dtype, rows):
     y, mean, rstd = kernels.layer_norm(x, w, b, 1e-5, dtype)
     ref = F.layer_norm(x, (96,), w, b, 1e-5)
     assert y.dtype == dtype
-    torch.testing.assert_close(y.float(), ref.to(dtype).float(), atol=1e-5, rtol=2**-7 if dtype == torch.bfloat16 else 1e-5)
+    torch.testing.assert_close(
+        y.float(), ref.to(dtype).float(), atol=1e-5, rtol=2**-7 if dtype == torch.bfloat16 else 1e-5
+    )
     torch.testing.assert_close(mean, x.mean(1))
     torch.testing.assert_close(rstd, (x.var(1, unbiased=False) + 1e-5).rsqrt())
     leaves = [t.clone().requires_grad_() for t in (x, w, b)]
     F.layer_norm(leaves[0], (96,), leaves[1], leaves[2], 1e-5).backward(g.float())
-    for fast, ref_grad in zip(kernels.layer_norm_backward(g, x, w, mean, rstd), (t.grad for t in leaves), strict=True):
+    for fast, ref_grad in zip(
+        kernels.layer_norm_backward(g, x, w, mean, rstd), (t.grad for t in leaves), strict=True
+    ):
         assert fast.dtype == torch.float32
         torch.testing.assert_close(fast, ref_grad, atol=1e-5, rtol=1e-5)
 
@@ -225,7 +276,10 @@ def test_model_layer_norm_equals_cast_of_aten_layer_norm():
     torch.testing.assert_close(y1, y2, atol=1e-5, rtol=2**-7)
     for a, b in zip(grads1, grads2, strict=True):  # sums over 600 rows in another order
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # not training: ATen, fp32 out
+    with (
+        torch.no_grad(),
+        torch.autocast("cpu", dtype=torch.bfloat16),
+    ):  # not training: ATen, fp32 out
         assert torch.equal(ln(x0), torch.nn.LayerNorm.forward(ln, x0))
 
 
@@ -249,8 +303,11 @@ def test_transpose_kernel_equals_aten(dtype, shape):
 
 
 @needs_numba
-@pytest.mark.parametrize("rows,n,k,bias", [(9000, 96, 320, True), (9000, 320, 96, True), (300, 257, 96, False), (9000, 96, 96, True)],
-                         ids=["transpose-dy", "transpose-x", "head", "square"])
+@pytest.mark.parametrize(
+    "rows,n,k,bias",
+    [(9000, 96, 320, True), (9000, 320, 96, True), (300, 257, 96, False), (9000, 96, 96, True)],
+    ids=["transpose-dy", "transpose-x", "head", "square"],
+)
 def test_model_linear_equals_autocast_f_linear(monkeypatch, rows, n, k, bias):
     """`linear` (bf16 CPU autocast, training) against F.linear under the same autocast: the same
     output and input gradient bit for bit; the weight gradient is the same product in another
@@ -258,7 +315,9 @@ def test_model_linear_equals_autocast_f_linear(monkeypatch, rows, n, k, bias):
     one-bf16-ulp roundings; the bias gradient is summed in fp32, not rounded to bf16."""
     import bgpt.model as model
 
-    monkeypatch.setattr(model, "TRANSPOSE_ROWS", 4096)  # reach the transposing branch with small tensors
+    monkeypatch.setattr(
+        model, "TRANSPOSE_ROWS", 4096
+    )  # reach the transposing branch with small tensors
     torch.manual_seed(0)
     x0, w0 = torch.randn(rows // 100, 100, k), torch.randn(n, k) * 0.05
     b0, g = torch.randn(n) if bias else None, torch.randn(rows // 100, 100, n).bfloat16()
@@ -288,7 +347,10 @@ def test_model_linear_equals_autocast_f_linear(monkeypatch, rows, n, k, bias):
     bound = 2**-8 * exact.abs() + rows * 2**-24 * (a.abs().t() @ xb.abs())
     for dw in (dw1, dw2):
         assert ((dw.double() - exact).abs() <= bound).all()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # not training: F.linear itself
+    with (
+        torch.no_grad(),
+        torch.autocast("cpu", dtype=torch.bfloat16),
+    ):  # not training: F.linear itself
         assert torch.equal(model.linear(x0, w0), F.linear(x0, w0))
 
 
@@ -301,7 +363,9 @@ def test_kernels_work_in_a_forked_child():
 
     x = torch.randn(kernels.PARALLEL_MIN * 2)
     expected = kernels.gelu(x)  # the parent's pool exists now
-    with mp.get_context("fork").Pool(1) as pool:  # numpy arrays across: torch's tensor sharing is not the point
+    with mp.get_context("fork").Pool(
+        1
+    ) as pool:  # numpy arrays across: torch's tensor sharing is not the point
         out = pool.apply_async(_gelu_in_child, (x.numpy(),)).get(timeout=60)
     assert np.array_equal(out, expected.numpy())
 
@@ -320,9 +384,15 @@ def test_tune_process_shortens_openmp_spinning_unless_set(given, expected):
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"} | ({"GOMP_SPINCOUNT": given} if given else {})
-    code = ("import bgpt, os, sys; before = os.environ.get('GOMP_SPINCOUNT'); torch_loaded = 'torch' in sys.modules; "
-            "from bgpt.process import tune_process; tune_process(); "
-            "sys.stdout.write(f\"{before} {torch_loaded} {os.environ['GOMP_SPINCOUNT']}\")")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"} | (
+        {"GOMP_SPINCOUNT": given} if given else {}
+    )
+    code = (
+        "import bgpt, os, sys; before = os.environ.get('GOMP_SPINCOUNT'); torch_loaded = 'torch' in sys.modules; "
+        "from bgpt.process import tune_process; tune_process(); "
+        "sys.stdout.write(f\"{before} {torch_loaded} {os.environ['GOMP_SPINCOUNT']}\")"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
     assert out == f"{given} False {expected}"

@@ -300,9 +300,7 @@ def test_digits_set(tmp_path):
     }
     assert not idx["train"] & idx["test"]
     # deterministic: same seed, same bytes; another seed, another selection
-    media.build_set(
-        "digits", tmp_path / "again", per_label=5, labels=["0", "1", "7"]
-    )
+    media.build_set("digits", tmp_path / "again", per_label=5, labels=["0", "1", "7"])
     assert digest(out) == digest(tmp_path / "again")
     media.build_set(
         "digits",
@@ -349,7 +347,9 @@ def test_build_refuses_to_mix_sets(tmp_path, capsys):
     assert main([*args, "--overwrite", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["counts"]["test"] == {"1": 1, "2": 1}
-    assert summary["baselines"]["majority"] == 0.5 and 0 <= summary["baselines"]["ngram_logreg"] <= 1
+    assert (
+        summary["baselines"]["majority"] == 0.5 and 0 <= summary["baselines"]["ngram_logreg"] <= 1
+    )
     assert main(["media", "build", "digits", "--out", str(tmp_path / "x"), "--labels", "11"]) == 2
     assert (
         main(["media", "build", "digits", "--out", str(tmp_path / "x"), "--test-fraction", "1.5"])
@@ -359,9 +359,7 @@ def test_build_refuses_to_mix_sets(tmp_path, capsys):
 
 def test_text_set(tmp_path):
     out = tmp_path / "text"
-    s = media.build_set(
-        "text", out, per_label=6, labels=["asyncio", "email", "logging"]
-    )
+    s = media.build_set("text", out, per_label=6, labels=["asyncio", "email", "logging"])
     assert s["counts"]["train"] == {"asyncio": 5, "email": 5, "logging": 5}
     m = check_set(out, ".txt")
     for p in out.rglob("*.txt"):
@@ -392,9 +390,7 @@ def test_text_labels_are_stdlib_packages():
 @needs_espeak
 def test_speech_set(tmp_path):
     out = tmp_path / "speech"
-    s = media.build_set(
-        "speech", out, per_label=3, labels=["yes", "no", "stop"], jobs=2
-    )
+    s = media.build_set("speech", out, per_label=3, labels=["yes", "no", "stop"], jobs=2)
     assert s["counts"] == {
         "train": {"no": 2, "stop": 2, "yes": 2},
         "test": {"no": 1, "stop": 1, "yes": 1},
@@ -424,17 +420,13 @@ def test_speech_speakers_split_and_spectrograms(tmp_path):
     variants = media.espeak_variants()
     assert len(variants) >= 50
     out = tmp_path / "sp"
-    media.build_set(
-        "speech", out, per_label=2, labels=["left", "nine"], spectrogram=True
-    )
+    media.build_set("speech", out, per_label=2, labels=["left", "nine"], spectrogram=True)
     check_set(out, ".bmp")
     for p in out.rglob("*.bmp"):
         px = check_bmp(p)
         assert px.max() == 255
     with pytest.raises(BGPTError, match="lower-case"):
-        media.build_set(
-            "speech", tmp_path / "bad", per_label=2, labels=["Bad_word"]
-        )
+        media.build_set("speech", tmp_path / "bad", per_label=2, labels=["Bad_word"])
 
 
 def test_filetype_checks_and_groups(tmp_path):

@@ -14,12 +14,25 @@ from .reference_bgpt import RefBGPT, RefClassifier
 
 def random_batch(config: BGPTConfig, lengths=(23, 7, 40), seed=0):
     g = torch.Generator().manual_seed(seed)
-    streams = [encode(torch.randint(0, 256, (n,), generator=g).numpy().astype("uint8"), "bin", config.patch_size) for n in lengths]
+    streams = [
+        encode(
+            torch.randint(0, 256, (n,), generator=g).numpy().astype("uint8"),
+            "bin",
+            config.patch_size,
+        )
+        for n in lengths
+    ]
     return collate(streams)
 
 
 def ref_model_for(config: BGPTConfig) -> RefBGPT:
-    ref = RefBGPT(config.patch_size, config.max_patches, config.hidden_size, config.patch_layers, config.byte_layers)
+    ref = RefBGPT(
+        config.patch_size,
+        config.max_patches,
+        config.hidden_size,
+        config.patch_layers,
+        config.byte_layers,
+    )
     for p in ref.parameters():  # random weights everywhere, LayerNorms included
         torch.nn.init.normal_(p, std=0.1)
     return ref.eval()
@@ -30,7 +43,13 @@ def test_presets_have_paper_size():
     assert paper.config.heads == 12
     assert 109e6 < paper.num_parameters() < 111e6  # "110 M parameters"
     small = resolve_config("small")
-    assert (small.patch_size, small.max_patches, small.hidden_size, small.patch_layers, small.byte_layers) == (16, 256, 256, 4, 2)
+    assert (
+        small.patch_size,
+        small.max_patches,
+        small.hidden_size,
+        small.patch_layers,
+        small.byte_layers,
+    ) == (16, 256, 256, 4, 2)
 
 
 def test_config_validation():
@@ -83,14 +102,22 @@ def test_parity_with_hf_gpt2_reference(tiny_config):
 
 
 def test_classifier_parity_with_reference(tiny_config):
-    ref = RefClassifier(tiny_config.patch_size, tiny_config.max_patches, tiny_config.hidden_size, tiny_config.patch_layers, 5)
+    ref = RefClassifier(
+        tiny_config.patch_size,
+        tiny_config.max_patches,
+        tiny_config.hidden_size,
+        tiny_config.patch_layers,
+        5,
+    )
     for p in ref.parameters():
         torch.nn.init.normal_(p, std=0.1)
     model = from_reference_state_dict({"model": ref.state_dict()})
     assert isinstance(model, BGPTClassifier) and model.config.num_classes == 5
     batch = random_batch(tiny_config)
     with torch.no_grad():
-        diff = ref.eval()(batch.patches, batch.mask.float()) - model.eval()(batch.patches, batch.mask)
+        diff = ref.eval()(batch.patches, batch.mask.float()) - model.eval()(
+            batch.patches, batch.mask
+        )
     assert diff.abs().max() <= 1e-5
 
 
@@ -100,7 +127,9 @@ def test_reference_export_round_trip(tiny_config):
     again = from_reference_state_dict(state).eval()
     batch = random_batch(tiny_config)
     with torch.no_grad():
-        assert torch.equal(model(batch.patches, batch.mask).loss, again(batch.patches, batch.mask).loss)
+        assert torch.equal(
+            model(batch.patches, batch.mask).loss, again(batch.patches, batch.mask).loss
+        )
 
 
 @pytest.mark.parametrize("byte_context", [False, True], ids=["paper", "ctx"])
@@ -115,11 +144,16 @@ def test_causality_across_patch_boundary(tiny_config, byte_context):
     changed[t] = (int(changed[t]) + 1) % 256
     alt = collate([encode(changed, "bin", s)])
     with torch.no_grad():
-        lp, lp2 = model.symbol_logprobs(base.patches, base.mask), model.symbol_logprobs(alt.patches, alt.mask)
+        lp, lp2 = (
+            model.symbol_logprobs(base.patches, base.mask),
+            model.symbol_logprobs(alt.patches, alt.mask),
+        )
     # stream position of byte t is s + t; logprobs row i is patch i+1
     flat, flat2 = lp.flatten(), lp2.flatten()
     pos = t  # index in the flattened (P-1)*S predictions = stream position - s
-    assert torch.equal(flat[: pos + 1][:-1], flat2[: pos + 1][:-1])  # every earlier prediction unchanged
+    assert torch.equal(
+        flat[: pos + 1][:-1], flat2[: pos + 1][:-1]
+    )  # every earlier prediction unchanged
     assert not torch.equal(flat[pos], flat2[pos])  # its own probability changes
     assert not torch.equal(flat[pos + 1 :], flat2[pos + 1 :])  # later ones see it
 
@@ -243,7 +277,9 @@ def test_short_attention_matches_fused_kernel():
 
     q, k, v = (torch.randn(3, 2, 16, 8) for _ in range(3))
     fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-    torch.testing.assert_close(explicit_causal_attention(q, k, v, 0.0, False), fused, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        explicit_causal_attention(q, k, v, 0.0, False), fused, atol=1e-6, rtol=1e-5
+    )
 
 
 def test_bf16_autocast_close_to_fp32(tiny_config):
@@ -291,8 +327,16 @@ def test_sinusoidal_patch_positions_make_4p_a_rotation_of_p():
     sin = wpe[:, 0::2]
     for p in (1, 7, 33):
         torch.testing.assert_close(sin[4 * p, 4:20], sin[p, 0:16], atol=1e-6, rtol=0)
-    model = BGPT(BGPTConfig(patch_size=4, max_patches=8, hidden_size=32, patch_layers=1, byte_layers=1,
-                            patch_positions="sinusoidal"))
+    model = BGPT(
+        BGPTConfig(
+            patch_size=4,
+            max_patches=8,
+            hidden_size=32,
+            patch_layers=1,
+            byte_layers=1,
+            patch_positions="sinusoidal",
+        )
+    )
     assert float(model.patch_decoder.transformer.wpe.weight.abs().max()) == pytest.approx(0.1)
     with pytest.raises(BGPTError, match="patch_positions"):
         BGPTConfig(patch_positions="rope")

@@ -323,8 +323,12 @@ def test_check_midi_folder_figures(tmp_path, caplog):
     # a: whole file; b: the header up to its ticks per beat (byte 12); c: "MThd" + length
     assert r["mean_prefix"] == pytest.approx((1 + 12 / len(b_bytes) + 8 / len(c_bytes)) / 3)
     assert set(r["failures"]) == {"c"}
-    if importlib.util.find_spec("mir_eval"):  # the literature's note-level F-measures, mean per file
-        m = r["mir_eval"]  # a: all 4 notes; b: 2 of 3 (a semitone is 100 cents > 50); c: unreadable, 0
+    if importlib.util.find_spec(
+        "mir_eval"
+    ):  # the literature's note-level F-measures, mean per file
+        m = r[
+            "mir_eval"
+        ]  # a: all 4 notes; b: 2 of 3 (a semitone is 100 cents > 50); c: unreadable, 0
         assert m["onset_f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
         assert m["onset_offset_f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
         assert m["onset_precision"] == pytest.approx((1 + 2 / 3) / 3)

@@ -18,10 +18,16 @@ from bgpt.stream import PAD, ROLE_INPUT, ROLE_NONE, ROLE_TARGET, encode, encode_
 
 from .conftest import random_bgpt
 
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-SLOW = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FAST = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+SLOW = settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 patch_sizes = st.sampled_from([1, 2, 4, 16])
-exts = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\\\0."), max_size=20)
+exts = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="/\\\0."), max_size=20
+)
 
 
 def decode(symbols: np.ndarray, s: int) -> tuple[str, bytes]:
@@ -45,7 +51,9 @@ def test_stream_layout_round_trips(data, ext, s):
     got_ext, got = decode(sym, s)
     assert got == data and ext.encode()[:s].decode("utf-8", errors="ignore") == got_ext
     # roles: every data byte and the symbol that ends them are scored, nothing else
-    assert (st_.roles[s : s + len(data) + 1] == ROLE_INPUT).all() and (st_.roles[s + len(data) + 1 :] == ROLE_NONE).all()
+    assert (st_.roles[s : s + len(data) + 1] == ROLE_INPUT).all() and (
+        st_.roles[s + len(data) + 1 :] == ROLE_NONE
+    ).all()
 
 
 @FAST
@@ -55,14 +63,20 @@ def test_conversion_pair_layout(x, y, s):
     xs = encode(x, "abc", s)
     ys = encode(y, "mid", s)
     assert np.array_equal(pair.symbols, np.concatenate([xs.symbols[:-s], ys.symbols]))
-    assert (pair.roles == ROLE_TARGET).sum() == len(y) + 1 and (pair.roles == ROLE_INPUT).sum() == len(x) + (
+    assert (pair.roles == ROLE_TARGET).sum() == len(y) + 1 and (
+        pair.roles == ROLE_INPUT
+    ).sum() == len(x) + (
         1 if len(x) % s else 0
     )  # X's end symbol is scored only where a padded patch holds it (no end patch for X)
 
 
 @FAST
-@given(stems=st.lists(st.text("abcdefgh", min_size=1, max_size=6), min_size=1, max_size=8, unique=True),
-       lonely=st.lists(st.booleans(), min_size=8, max_size=8))
+@given(
+    stems=st.lists(
+        st.text("abcdefgh", min_size=1, max_size=6), min_size=1, max_size=8, unique=True
+    ),
+    lonely=st.lists(st.booleans(), min_size=8, max_size=8),
+)
 def test_pairing_by_stem(tmp_path_factory, stems, lonely):
     root = tmp_path_factory.mktemp("pairs")
     expected = set()
@@ -83,7 +97,9 @@ def test_pairing_by_stem(tmp_path_factory, stems, lonely):
 
 
 @FAST
-@given(contents=st.lists(st.binary(max_size=200), min_size=1, max_size=12), shard=st.integers(1, 400))
+@given(
+    contents=st.lists(st.binary(max_size=200), min_size=1, max_size=12), shard=st.integers(1, 400)
+)
 def test_pack_then_read(tmp_path_factory, contents, shard):
     root = tmp_path_factory.mktemp("pack")
     names = [f"d{k % 3}/f_{k}.bin" for k in range(len(contents))]
@@ -117,7 +133,9 @@ def test_names_that_are_not_utf8_pack_and_read(tmp_path):
 @pytest.fixture(scope="module")
 def coder_model():
     torch.manual_seed(0)
-    config = BGPTConfig(patch_size=4, max_patches=6, hidden_size=32, heads=2, patch_layers=1, byte_layers=1)
+    config = BGPTConfig(
+        patch_size=4, max_patches=6, hidden_size=32, heads=2, patch_layers=1, byte_layers=1
+    )
     return random_bgpt(config, 0, 0.3, matrices_only=True)
 
 
@@ -137,7 +155,10 @@ def test_compress_round_trip(coder_model, data, ext):
 
 
 @FAST
-@given(words=st.lists(st.tuples(st.integers(1, 20), st.integers(0, 2)), max_size=40), seed=st.integers(0, 2**16))
+@given(
+    words=st.lists(st.tuples(st.integers(1, 20), st.integers(0, 2)), max_size=40),
+    seed=st.integers(0, 2**16),
+)
 def test_assemble_disassemble(words, seed):
     """Random programs from the instruction table: disassemble(assemble(text)) is canonical,
     and the simulator's trace of the memory translates without a mismatch."""
@@ -153,7 +174,9 @@ def test_assemble_disassemble(words, seed):
         if op.name == "LOADI":
             lines.append(f"LOADI {int(rng.integers(0, 256))}")
         else:
-            lines.append(" ".join([op.name, *("ABCDEFGHIJ"[int(r)] for r in rng.integers(0, 10, k))]))
+            lines.append(
+                " ".join([op.name, *("ABCDEFGHIJ"[int(r)] for r in rng.integers(0, 10, k))])
+            )
     memory = assemble("\n".join(lines))
     text = disassemble(memory)
     assert assemble(text) == memory and disassemble(assemble(text)) == text

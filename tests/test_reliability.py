@@ -58,15 +58,46 @@ sys.exit(code)
 
 
 def train_args(data: Path, run: Path, steps: int) -> list[str]:
-    return ["train", str(data), "--out", str(run), "--steps", str(steps), "--save-every", "2", "--batch-size", "4",
-            "--dtype", "fp32", "--no-progress", "--hidden-size", "32", "--patch-layers", "1", "--byte-layers", "1",
-            "--max-patches", "32", "--patch-size", "4", "--log-every", "1", "--eval-max-files", "2"]
+    return [
+        "train",
+        str(data),
+        "--out",
+        str(run),
+        "--steps",
+        str(steps),
+        "--save-every",
+        "2",
+        "--batch-size",
+        "4",
+        "--dtype",
+        "fp32",
+        "--no-progress",
+        "--hidden-size",
+        "32",
+        "--patch-layers",
+        "1",
+        "--byte-layers",
+        "1",
+        "--max-patches",
+        "32",
+        "--patch-size",
+        "4",
+        "--log-every",
+        "1",
+        "--eval-max-files",
+        "2",
+    ]
 
 
 def crash(save_no: int, kill_at: int, args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-c", CRASHER, str(save_no), str(kill_at), *args],
-                          capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", CRASHER, str(save_no), str(kill_at), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def weights(run: Path) -> dict[str, dict[str, torch.Tensor]]:
@@ -110,9 +141,17 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_taken(tmp_path, capsys)
         assert f"PID {os.getpid()}" in err and "another process" in err
     assert not (run / "latest").exists()
     # a writer killed while holding the lock: the kernel drops it, the next run takes it over
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from bgpt.files import FolderLock; "
-                               f"FolderLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from bgpt.files import FolderLock; "
+            f"FolderLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(BGPTError, match=f"PID {holder.pid}"):
         FolderLock(run).acquire()
@@ -134,8 +173,18 @@ def test_a_run_that_goes_nan_stops_and_keeps_its_last_good_checkpoint(tmp_path, 
         return (loss * float("nan") if calls["n"] > 2 else loss), stats
 
     monkeypatch.setattr(T.GenerativeTask, "loss_sum", poisoned)
-    cfg = TrainConfig(data=[str(data)], out=str(tmp_path / "run"), model_overrides=TINY, steps=6, batch_size=4,
-                      save_every=2, seed=1, dtype="fp32", progress=False, eval_max_files=2)
+    cfg = TrainConfig(
+        data=[str(data)],
+        out=str(tmp_path / "run"),
+        model_overrides=TINY,
+        steps=6,
+        batch_size=4,
+        save_every=2,
+        seed=1,
+        dtype="fp32",
+        progress=False,
+        eval_max_files=2,
+    )
     with pytest.raises(BGPTError, match="diverged at step 3.*last good checkpoint"):
         run_training(cfg)
     assert os.readlink(tmp_path / "run" / "latest") == "ckpt-00000002"

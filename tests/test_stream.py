@@ -42,7 +42,12 @@ def test_encode_file_layout_exact():
         [P, P, P, P],  # end patch
     ]
     # scored: 5 data bytes and the PAD that ends them
-    assert st.roles.reshape(-1, 4).tolist() == [[0, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0]]
+    assert st.roles.reshape(-1, 4).tolist() == [
+        [0, 0, 0, 0],
+        [1, 1, 1, 1],
+        [1, 1, 0, 0],
+        [0, 0, 0, 0],
+    ]
     assert st.to_bytes() == b"txthello"
 
 

@@ -21,7 +21,15 @@ from bgpt.data import (
 from bgpt.errors import BGPTError
 from bgpt.train import TrainConfig, items_for_step, lr_at, read_metrics, run_training
 
-TINY = {"patch_size": 4, "max_patches": 32, "hidden_size": 32, "patch_layers": 2, "byte_layers": 1, "heads": 2, "dropout": 0.0}
+TINY = {
+    "patch_size": 4,
+    "max_patches": 32,
+    "hidden_size": 32,
+    "patch_layers": 2,
+    "byte_layers": 1,
+    "heads": 2,
+    "dropout": 0.0,
+}
 
 
 def make_text_folder(root: Path, n: int = 24, seed: int = 0) -> Path:
@@ -36,8 +44,20 @@ def make_text_folder(root: Path, n: int = 24, seed: int = 0) -> Path:
 
 
 def cfg(tmp_path: Path, data: Path, **kw) -> TrainConfig:
-    base = dict(data=[str(data)], out=str(tmp_path / "run"), model_overrides=TINY, steps=20, batch_size=4, lr=3e-3, save_every=10,
-                log_every=1, seed=1, dtype="fp32", progress=False, eval_max_files=8)
+    base = dict(
+        data=[str(data)],
+        out=str(tmp_path / "run"),
+        model_overrides=TINY,
+        steps=20,
+        batch_size=4,
+        lr=3e-3,
+        save_every=10,
+        log_every=1,
+        seed=1,
+        dtype="fp32",
+        progress=False,
+        eval_max_files=8,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -48,7 +68,9 @@ def test_lr_schedule_is_a_pure_function():
     assert lr_at(10, 100, 1.0) == pytest.approx(1.0)  # cosine starts at the peak
     assert lr_at(55, 100, 1.0) == pytest.approx(0.1 + 0.9 * 0.5)  # half way
     assert lr_at(100, 100, 1.0) == pytest.approx(0.1)  # ends at min_ratio
-    assert lr_at(5, 100, 2.0, warmup_frac=0.0, min_ratio=0.0) == pytest.approx(2.0 * 0.5 * (1 + math.cos(math.pi * 0.05)))
+    assert lr_at(5, 100, 2.0, warmup_frac=0.0, min_ratio=0.0) == pytest.approx(
+        2.0 * 0.5 * (1 + math.cos(math.pi * 0.05))
+    )
 
 
 def test_data_order_is_epochs_of_permutations():
@@ -108,7 +130,10 @@ def test_holdout_split_keeps_conversion_pairs_together(tmp_path, n):
         (root / f"t{i}.abc").write_text("X:1")
         (root / f"t{i}.mid").write_bytes(b"MThd")
     train, held = split_holdout(open_files([root]), 0.1, seed=3)
-    stems = {side: {name.rsplit(".", 1)[0] for name in fs.names} for side, fs in (("train", train), ("held", held))}
+    stems = {
+        side: {name.rsplit(".", 1)[0] for name in fs.names}
+        for side, fs in (("train", train), ("held", held))
+    }
     assert not stems["train"] & stems["held"] and stems["held"]
     assert len(train) == 2 * len(stems["train"]) and len(held) == 2 * len(stems["held"])
 
@@ -122,7 +147,11 @@ def test_conversion_pairs_by_stem(tmp_path):
     (root / "lonely.abc").write_text("X:1")
     files = open_files([root])
     pairs = pair_by_stem(files, "abc", "mid")
-    assert [(files.names[x], files.names[y]) for x, y in pairs] == [("a.abc", "a.mid"), ("b.abc", "b.mid"), ("x/c.abc", "x/c.mid")]
+    assert [(files.names[x], files.names[y]) for x, y in pairs] == [
+        ("a.abc", "a.mid"),
+        ("b.abc", "b.mid"),
+        ("x/c.abc", "x/c.mid"),
+    ]
     assert parse_conversion("abc&mid") == [("abc", "mid"), ("mid", "abc")]
     with pytest.raises(BGPTError):
         parse_conversion("abc")
@@ -151,7 +180,9 @@ def test_grad_accumulation_matches_one_batch(tmp_path):
 
 def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     data = make_text_folder(tmp_path / "d", 16)
-    run_training(cfg(tmp_path, data, out=str(tmp_path / "full"), model_overrides={**TINY, "dropout": 0.1}))
+    run_training(
+        cfg(tmp_path, data, out=str(tmp_path / "full"), model_overrides={**TINY, "dropout": 0.1})
+    )
     full = [r for r in read_metrics(tmp_path / "full") if "loss" in r]
 
     calls = {"n": 0}
@@ -181,10 +212,25 @@ def test_classifier_learns_toy_separable_set(tmp_path, capsys):
     root = tmp_path / "cls"
     root.mkdir()
     for i in range(30):  # "low" files use bytes 0..63, "high" files 192..255
-        (root / f"low_{i}.bin").write_bytes(rng.integers(0, 64, rng.integers(10, 60)).astype(np.uint8).tobytes())
-        (root / f"high_{i}.bin").write_bytes(rng.integers(192, 256, rng.integers(10, 60)).astype(np.uint8).tobytes())
+        (root / f"low_{i}.bin").write_bytes(
+            rng.integers(0, 64, rng.integers(10, 60)).astype(np.uint8).tobytes()
+        )
+        (root / f"high_{i}.bin").write_bytes(
+            rng.integers(192, 256, rng.integers(10, 60)).astype(np.uint8).tobytes()
+        )
     gen, _ = run_training(cfg(tmp_path, root, steps=5, out=str(tmp_path / "gen")))
-    report, _ = run_training(cfg(tmp_path, root, task="classify", init=str(tmp_path / "gen"), steps=60, save_every=60, out=str(tmp_path / "clf"), model_overrides={}))
+    report, _ = run_training(
+        cfg(
+            tmp_path,
+            root,
+            task="classify",
+            init=str(tmp_path / "gen"),
+            steps=60,
+            save_every=60,
+            out=str(tmp_path / "clf"),
+            model_overrides={},
+        )
+    )
     assert report["eval_accuracy"] >= 0.95
     model = bgpt.load(tmp_path / "clf")
     assert model.config.labels == ["high", "low"]
@@ -205,9 +251,29 @@ def test_classifier_from_scratch_via_cli(tmp_path, capsys):
     for i in range(20):
         (root / f"low_{i}.bin").write_bytes(rng.integers(0, 64, 30).astype(np.uint8).tobytes())
         (root / f"high_{i}.bin").write_bytes(rng.integers(192, 256, 30).astype(np.uint8).tobytes())
-    args = ["train-classifier", str(root), "--eval", str(root), "--out", str(tmp_path / "clf"),
-            "--hidden-size", "32", "--patch-layers", "1", "--max-patches", "8", "--steps", "40",
-            "--save-every", "40", "--lr", "3e-3", "--no-progress", "--dtype", "fp32"]
+    args = [
+        "train-classifier",
+        str(root),
+        "--eval",
+        str(root),
+        "--out",
+        str(tmp_path / "clf"),
+        "--hidden-size",
+        "32",
+        "--patch-layers",
+        "1",
+        "--max-patches",
+        "8",
+        "--steps",
+        "40",
+        "--save-every",
+        "40",
+        "--lr",
+        "3e-3",
+        "--no-progress",
+        "--dtype",
+        "fp32",
+    ]
     assert main(args) == 0
     model = bgpt.load(tmp_path / "clf")
     assert model.config.hidden_size == 32 and model.config.labels == ["high", "low"]
@@ -259,16 +325,22 @@ def test_conversion_eval_reports_both_parts(tmp_path, capsys):
         (root / f"t{i}.abc").write_text(f"X:{i}\nabcabc\n")
         (root / f"t{i}.mid").write_bytes(bytes([i]) * (10 + i))
     run_training(cfg(tmp_path, root, steps=2, conversion="abc->mid", eval=[str(root)]))
-    assert main(["eval", str(tmp_path / "run"), str(root), "--conversion", "abc->mid", "--json"]) == 0
+    assert (
+        main(["eval", str(tmp_path / "run"), str(root), "--conversion", "abc->mid", "--json"]) == 0
+    )
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r["bytes_input"] == sum(len(f"X:{i}\nabcabc\n") for i in range(6))
     assert r["bytes_target"] == sum(10 + i for i in range(6))
     assert r["bpb_input"] > 0 and r["bpb_target"] > 0
     assert set(r["by_ext"]) == {"abc->mid"}
     assert r["by_ext"]["abc->mid"]["bpb_target"] == pytest.approx(r["bpb_target"])
-    assert main(["eval", str(tmp_path / "run"), str(root), "--conversion", "abc&mid", "--json"]) == 0
+    assert (
+        main(["eval", str(tmp_path / "run"), str(root), "--conversion", "abc&mid", "--json"]) == 0
+    )
     both = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert both["by_ext"]["abc->mid"]["bpb_target"] == pytest.approx(r["bpb_target"])  # per direction
+    assert both["by_ext"]["abc->mid"]["bpb_target"] == pytest.approx(
+        r["bpb_target"]
+    )  # per direction
     assert both["by_ext"]["mid->abc"]["bytes"] == r["bytes"]
 
 
@@ -286,30 +358,54 @@ def test_bad_inputs_one_line_errors(tmp_path, capsys):
     out = ["--out", str(tmp_path / "run")]
     one_line_error(capsys, ["train", str(tmp_path / "nope")] + out, "no such file or folder")
     one_line_error(capsys, ["train", str(tmp_path / "empty")] + out, "no files")
-    one_line_error(capsys, ["train", str(tmp_path / "file.txt")] + out, "too few files")  # one file, nothing held out
+    one_line_error(
+        capsys, ["train", str(tmp_path / "file.txt")] + out, "too few files"
+    )  # one file, nothing held out
     one_line_error(capsys, ["train", str(data), "--batch-size", "0"] + out, "absurd setting")
     one_line_error(capsys, ["train", str(data), "--lr", "5"] + out, "absurd setting")
-    one_line_error(capsys, ["train", str(data), "--hidden-size", "100", "--heads", "3"] + out, "divisible")
-    one_line_error(capsys, ["train", str(data), "--init", str(tmp_path / "bad.pth")] + out, "PyTorch checkpoint")
+    one_line_error(
+        capsys, ["train", str(data), "--hidden-size", "100", "--heads", "3"] + out, "divisible"
+    )
+    one_line_error(
+        capsys,
+        ["train", str(data), "--init", str(tmp_path / "bad.pth")] + out,
+        "PyTorch checkpoint",
+    )
     one_line_error(capsys, ["train", str(data), "--resume"] + out, "no checkpoint to resume")
-    one_line_error(capsys, ["train", str(data), "--conversion", "abc->mid"] + out, "no .abc/.mid pairs")
+    one_line_error(
+        capsys, ["train", str(data), "--conversion", "abc->mid"] + out, "no .abc/.mid pairs"
+    )
     one_line_error(capsys, ["train", str(data), "--conversion", "abc"] + out, "expected 'X->Y'")
     one_line_error(capsys, ["train", str(data), "--config", "giant"] + out, "neither a preset")
-    one_line_error(capsys, ["train-classifier", str(data), "--init", str(tmp_path / "bad.pth")] + out, "no label")
+    one_line_error(
+        capsys,
+        ["train-classifier", str(data), "--init", str(tmp_path / "bad.pth")] + out,
+        "no label",
+    )
     one_line_error(capsys, ["eval", str(tmp_path / "bad.pth"), str(data)], "PyTorch checkpoint")
-    one_line_error(capsys, ["classify", str(tmp_path / "bad.pth"), str(tmp_path / "file.txt")], "PyTorch checkpoint")
-    one_line_error(capsys, ["pack", str(tmp_path / "empty"), "--out", str(tmp_path / "p")], "no files")
+    one_line_error(
+        capsys,
+        ["classify", str(tmp_path / "bad.pth"), str(tmp_path / "file.txt")],
+        "PyTorch checkpoint",
+    )
+    one_line_error(
+        capsys, ["pack", str(tmp_path / "empty"), "--out", str(tmp_path / "p")], "no files"
+    )
     assert not (tmp_path / "run").exists()  # nothing half-written
 
 
 def test_existing_run_needs_resume(tmp_path, capsys):
     data = make_text_folder(tmp_path / "d", 6)
     run_training(cfg(tmp_path, data, steps=1))
-    one_line_error(capsys, ["train", str(data), "--out", str(tmp_path / "run")], "already holds a run")
+    one_line_error(
+        capsys, ["train", str(data), "--out", str(tmp_path / "run")], "already holds a run"
+    )
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, config: dict, result_dir: str):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1"
+    )
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -325,11 +421,20 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     import torch.multiprocessing as mp
 
     data = make_text_folder(tmp_path / "d", 16)
-    base = cfg(tmp_path, data, steps=4, save_every=4, model_overrides={**TINY, "dropout": 0.0}, device="cpu")  # gloo
+    base = cfg(
+        tmp_path,
+        data,
+        steps=4,
+        save_every=4,
+        model_overrides={**TINY, "dropout": 0.0},
+        device="cpu",
+    )  # gloo
     single, model = run_training(base)
     single_losses = [r["loss"] for r in read_metrics(tmp_path / "run") if "loss" in r]
     config = dict(base.__dict__, out=str(tmp_path / "ddp"))
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), config, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(
+        _ddp_worker, args=(2, str(tmp_path / "init"), config, str(tmp_path)), nprocs=2, join=True
+    )
     p0, p1 = torch.load(tmp_path / "params0.pt"), torch.load(tmp_path / "params1.pt")
     assert torch.equal(p0, p1)  # ranks stay in sync
     ddp_losses = [r["loss"] for r in read_metrics(tmp_path / "ddp") if "loss" in r]
@@ -355,7 +460,9 @@ def test_loss_from_patch_trains_on_later_patches_only(tiny_config):
 
     s = tiny_config.patch_size
     g = np.random.default_rng(0)
-    batch = collate([encode(g.integers(0, 256, n, dtype=np.uint8).tobytes(), "bin", s) for n in (40, 13)])
+    batch = collate(
+        [encode(g.integers(0, 256, n, dtype=np.uint8).tobytes(), "bin", s) for n in (40, 13)]
+    )
     model = BGPT(tiny_config).eval()
     with torch.no_grad():
         lp = model.symbol_logprobs(batch.patches, batch.mask)  # (B, P-1, S): row i is patch i+1
@@ -384,7 +491,9 @@ def test_classification_baselines():
     test = [(sample(y), y) for y in ["x"] * 5 + ["y"] * 15]
     r = classification_baselines(train, test)
     assert r["majority"] == 0.25 and r["ngram_logreg"] == 1.0
-    assert classification_baselines(train, test, max_bytes=2)["ngram_logreg"] == 0.25  # heads alike: majority
+    assert (
+        classification_baselines(train, test, max_bytes=2)["ngram_logreg"] == 0.25
+    )  # heads alike: majority
     lines = format_baselines(0.9, r)
     assert lines[-1].strip() == "model vs best baseline: -10.00 points"
     with pytest.raises(ValueError):
@@ -400,13 +509,22 @@ def test_tensorboard_events_hold_the_logged_scalars(tmp_path):
     acc = ea_mod.EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    assert {"train/loss", "train/lr", "train/bpb", "train/bytes_per_s", "eval/bpb", "eval/loss"} <= tags
+    assert {
+        "train/loss",
+        "train/lr",
+        "train/bpb",
+        "train/bytes_per_s",
+        "eval/bpb",
+        "eval/loss",
+    } <= tags
     rows = [r for r in read_metrics(tmp_path / "run") if "loss" in r]
     events = acc.Scalars("train/loss")
     assert [e.step for e in events] == [r["step"] for r in rows] == [2, 4]
     assert [e.value for e in events] == pytest.approx([r["loss"] for r in rows], rel=1e-6)
     evals = [r for r in read_metrics(tmp_path / "run") if "eval_bpb" in r]
-    assert [e.value for e in acc.Scalars("eval/bpb")] == pytest.approx([r["eval_bpb"] for r in evals], rel=1e-6)
+    assert [e.value for e in acc.Scalars("eval/bpb")] == pytest.approx(
+        [r["eval_bpb"] for r in evals], rel=1e-6
+    )
 
 
 def test_data_arguments_take_single_files(tmp_path, capsys):

@@ -37,7 +37,9 @@ def _outputs(args: argparse.Namespace, name_of) -> list[tuple[Path, Path]]:
             raise BGPTError(f"{src}: no such file")
         if not src.is_file():
             raise BGPTError(f"{src}: not a regular file")
-        dst = check_output_file(Path(args.output) if args.output is not None else name_of(src), args.files, args.force)
+        dst = check_output_file(
+            Path(args.output) if args.output is not None else name_of(src), args.files, args.force
+        )
         key = dst.resolve()
         if key in seen:
             raise BGPTError(f"{seen[key]} and {src} would both be written to {dst}")

@@ -60,8 +60,12 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
         default=0,
         help=f"files generated together (default 0: up to {DEFAULT_BATCH}; each batch's files are written as it runs)",
     )
-    g.add_argument("-f", "--force", action="store_true",
-                   help="replace output files that exist (without it, an existing output file is an error)")
+    g.add_argument(
+        "-f",
+        "--force",
+        action="store_true",
+        help="replace output files that exist (without it, an existing output file is an error)",
+    )
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     g.add_argument(
         "--dtype",
@@ -126,7 +130,9 @@ def _out_files(folder: str, names: list[str], inputs: list[str], force: bool) ->
     try:
         out.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise BGPTError(f"--out {out}: cannot make this folder (a part of its path is a file)") from None
+        raise BGPTError(
+            f"--out {out}: cannot make this folder (a part of its path is a file)"
+        ) from None
     return paths
 
 
@@ -310,7 +316,9 @@ def convert_add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--to", required=True, help="extension of the target format, e.g. mid")
     p.add_argument(
-        "--out", required=True, help="folder for the results: INPUT_STEM.TO (an existing one is an error without --force)"
+        "--out",
+        required=True,
+        help="folder for the results: INPUT_STEM.TO (an existing one is an error without --force)",
     )
     _add_sampling(p, 1, ": greedy, as conversion should be; --top-k 0 to sample")
     _add_runtime(p)

@@ -10,13 +10,32 @@ from bgpt.validation import int_at_least
 
 
 def inspect_add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="generative model: run folder, saved folder, reference .pth or hf://...")
-    p.add_argument("files", nargs="+", metavar="FILE", help="files to score (with --conversion: the pairs' files)")
-    p.add_argument("--html", required=True, metavar="OUT.html", help="page to write (self-contained: no network)")
-    p.add_argument("--conversion", default=None,
-                   help="score FILE pairs of the same stem as conversion pairs, e.g. 'abc->mid': input and target parts apart")
-    p.add_argument("--max-bytes", type=int_at_least(16, 1 << 22), default=16384,
-                   help="bytes of each file shown on the page (every byte is scored; default 16384)")
+    p.add_argument(
+        "model", help="generative model: run folder, saved folder, reference .pth or hf://..."
+    )
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="files to score (with --conversion: the pairs' files)",
+    )
+    p.add_argument(
+        "--html",
+        required=True,
+        metavar="OUT.html",
+        help="page to write (self-contained: no network)",
+    )
+    p.add_argument(
+        "--conversion",
+        default=None,
+        help="score FILE pairs of the same stem as conversion pairs, e.g. 'abc->mid': input and target parts apart",
+    )
+    p.add_argument(
+        "--max-bytes",
+        type=int_at_least(16, 1 << 22),
+        default=16384,
+        help="bytes of each file shown on the page (every byte is scored; default 16384)",
+    )
     p.add_argument("-f", "--force", action="store_true", help="replace OUT.html if it exists")
 
 
@@ -44,7 +63,9 @@ def inspect_run(args: argparse.Namespace) -> int:
     contents = {f: _read(f) for f in files}
     model = load(args.model)
     if not isinstance(model, BGPT):
-        raise BGPTError(f"{args.model}: a classifier has no byte-level predictions to show; give a generative model")
+        raise BGPTError(
+            f"{args.model}: a classifier has no byte-level predictions to show; give a generative model"
+        )
     parts = []
     if args.conversion:
         directions = parse_conversion(args.conversion)
@@ -52,12 +73,17 @@ def inspect_run(args: argparse.Namespace) -> int:
             raise BGPTError("--conversion takes one direction here, e.g. 'abc->mid'")
         src, dst = directions[0]
         by_stem = {(f.parent / f.stem, extension_of(f)): f for f in files}
-        pairs = [(f, by_stem[(f.parent / f.stem, dst)]) for f in files
-                 if extension_of(f) == src and (f.parent / f.stem, dst) in by_stem]
+        pairs = [
+            (f, by_stem[(f.parent / f.stem, dst)])
+            for f in files
+            if extension_of(f) == src and (f.parent / f.stem, dst) in by_stem
+        ]
         if not pairs:
             raise BGPTError(f"no .{src}/.{dst} pairs with the same stem among the files")
         for x, y in pairs:
-            parts += analyse_pair(model, contents[x], src, contents[y], dst, title=str(x.with_suffix("")))
+            parts += analyse_pair(
+                model, contents[x], src, contents[y], dst, title=str(x.with_suffix(""))
+            )
     else:
         for f in files:
             part = analyse(model, contents[f], extension_of(f), title=str(f))

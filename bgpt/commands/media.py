@@ -31,7 +31,9 @@ def media_add_arguments(p: argparse.ArgumentParser) -> None:
             help="files, or folders (converted recursively, sub-folders kept)",
         )
         q.add_argument(
-            "--out", required=True, help="output folder (file names kept, new extension); never an input folder"
+            "--out",
+            required=True,
+            help="output folder (file names kept, new extension); never an input folder",
         )
         q.add_argument("-f", "--force", action="store_true", help="replace output files that exist")
         return q
@@ -41,7 +43,10 @@ def media_add_arguments(p: argparse.ArgumentParser) -> None:
         "any audio soundfile reads -> 8 kHz mono unsigned 8-bit PCM WAV of exactly 1 s (8044 bytes)",
     )
     a.add_argument(
-        "--offset", type=finite_float(0.0), default=0.0, help="start this many seconds in (default: 0)"
+        "--offset",
+        type=finite_float(0.0),
+        default=0.0,
+        help="start this many seconds in (default: 0)",
     )
     a.add_argument(
         "--normalize", action="store_true", help="scale to a peak of 0.9 before 8-bit quantisation"
@@ -53,7 +58,10 @@ def media_add_arguments(p: argparse.ArgumentParser) -> None:
         "spectrogram", "1 s of audio (8 kHz) -> 32x32 RGB BMP log-mel spectrogram (3126 bytes)"
     )
     s.add_argument(
-        "--offset", type=finite_float(0.0), default=0.0, help="start this many seconds in (default: 0)"
+        "--offset",
+        type=finite_float(0.0),
+        default=0.0,
+        help="start this many seconds in (default: 0)",
     )
     s.add_argument(
         "--colormap",
@@ -123,7 +131,6 @@ def _set_baselines(out: Path) -> dict:
 def media_run(args: argparse.Namespace) -> int:
     from bgpt.tasks import media
 
-
     if args.media_command == "build":
         options: dict = {}
         if args.name == "speech":
@@ -147,7 +154,9 @@ def media_run(args: argparse.Namespace) -> int:
                 f"{args.name} set in {args.out}: train/ and test/ (manifest.json lists every file's source)"
             )
             print(media.format_counts(summary))
-            print(f"test accuracy of trivial baselines (fitted on train/, first {BASELINE_BYTES} bytes of each file):")
+            print(
+                f"test accuracy of trivial baselines (fitted on train/, first {BASELINE_BYTES} bytes of each file):"
+            )
             print("\n".join(format_baselines(None, summary["baselines"])))
         return 0
 

@@ -42,9 +42,14 @@ def info_run(args: argparse.Namespace) -> int:
 
 def import_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="reference bGPT .pth (e.g. weights-cpu.pth)")
-    p.add_argument("--out", required=True,
-                   help="folder to write model.safetensors + config.json (new or empty; a saved model there is replaced only with --force, a run folder never)")
-    p.add_argument("-f", "--force", action="store_true", help="replace a saved model already in --out")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="folder to write model.safetensors + config.json (new or empty; a saved model there is replaced only with --force, a run folder never)",
+    )
+    p.add_argument(
+        "-f", "--force", action="store_true", help="replace a saved model already in --out"
+    )
 
 
 def import_run(args: argparse.Namespace) -> int:

@@ -188,7 +188,9 @@ def check_run(args: argparse.Namespace) -> int:
     print(f"{'parsed':<14}{r['parsed']:>8}{r['parse_rate']:>10.2%}")
     print(f"{'byte-exact':<14}{r['exact']:>8}{r['exact_rate']:>10.2%}")
     print(f"{'missing':<14}{r['missing']:>8}{r['missing'] / n:>10.2%}")
-    print(f"mean share of each truth file reproduced before the first wrong byte: {r['mean_prefix']:.2%}")
+    print(
+        f"mean share of each truth file reproduced before the first wrong byte: {r['mean_prefix']:.2%}"
+    )
     print(
         f"notes: {r['notes_predicted']} predicted, {r['notes_truth']} true, {r['notes_matched']} matched "
         f"(pitch, onset, duration within {r['tolerance']:g} quarter notes)"
@@ -198,7 +200,11 @@ def check_run(args: argparse.Namespace) -> int:
     )
     m = r.get("mir_eval")
     if m:
-        print("mir_eval.transcription, mean per file (onset 50 ms, pitch 50 cents; offset within max(20 %, 50 ms)):")
+        print(
+            "mir_eval.transcription, mean per file (onset 50 ms, pitch 50 cents; offset within max(20 %, 50 ms)):"
+        )
         for key, name in (("onset", "onset only"), ("onset_offset", "onset and offset")):
-            print(f"  {name:<18} precision {m[key + '_precision']:.4f}  recall {m[key + '_recall']:.4f}  F1 {m[key + '_f1']:.4f}")
+            print(
+                f"  {name:<18} precision {m[key + '_precision']:.4f}  recall {m[key + '_recall']:.4f}  F1 {m[key + '_f1']:.4f}"
+            )
     return 0

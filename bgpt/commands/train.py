@@ -11,11 +11,37 @@ from bgpt.config import MODEL_FIELDS, BGPTConfig, TrainConfig
 from bgpt.errors import BGPTError
 
 RUN_FIELDS = [
-    "eval", "eval_fraction", "config", "conversion", "init", "steps", "epochs", "minutes", "batch_size", "grad_accum",
-    "lr", "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "sample_patches", "loss_from_patch", "seed", "save_every",
-    "eval_max_files", "log_every", "device", "dtype", "gradient_checkpointing", "compile", "resume", "progress",
+    "eval",
+    "eval_fraction",
+    "config",
+    "conversion",
+    "init",
+    "steps",
+    "epochs",
+    "minutes",
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "min_lr_ratio",
+    "warmup",
+    "weight_decay",
+    "grad_clip",
+    "sample_patches",
+    "loss_from_patch",
+    "seed",
+    "save_every",
+    "eval_max_files",
+    "log_every",
+    "device",
+    "dtype",
+    "gradient_checkpointing",
+    "compile",
+    "resume",
+    "progress",
 ]
-CLASSIFIER_FIELDS = [f for f in RUN_FIELDS if f not in ("conversion", "sample_patches", "loss_from_patch")]
+CLASSIFIER_FIELDS = [
+    f for f in RUN_FIELDS if f not in ("conversion", "sample_patches", "loss_from_patch")
+]
 MODEL_OVERRIDES = [f for f in MODEL_FIELDS]
 
 
@@ -24,12 +50,20 @@ def _add_train(p: argparse.ArgumentParser, fields: list[str]) -> None:
     p.add_argument("--out", required=True, help="run folder to write")
     add_fields(p, TrainConfig, fields)
     group = p.add_argument_group("model (overrides of the --config preset)")
-    add_fields(group, BGPTConfig, MODEL_OVERRIDES, dest_prefix="model_", defaults={k: None for k in MODEL_OVERRIDES})
+    add_fields(
+        group,
+        BGPTConfig,
+        MODEL_OVERRIDES,
+        dest_prefix="model_",
+        defaults={k: None for k in MODEL_OVERRIDES},
+    )
 
 
 def _train_config(args: argparse.Namespace, fields: list[str], task: str) -> TrainConfig:
     overrides = {k: v for k, v in collect(args, MODEL_OVERRIDES, "model_").items() if v is not None}
-    given = {k: v for k, v in collect(args, fields).items() if v is not None}  # unset: the field's default
+    given = {
+        k: v for k, v in collect(args, fields).items() if v is not None
+    }  # unset: the field's default
     if args.quiet:
         given["progress"] = False
     return TrainConfig(data=args.data, out=args.out, task=task, model_overrides=overrides, **given)
@@ -65,19 +99,32 @@ def classifier_run(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- eval
 
+
 def eval_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="run folder, saved model folder or reference .pth")
     p.add_argument("data", nargs="+", help="folders of files or packed sets")
     p.add_argument("--conversion", help="score conversion pairs: 'X->Y' or 'X&Y'")
     p.add_argument("--batch-size", type=int, default=8, help="windows per batch (default: 8)")
-    p.add_argument("--max-files", type=int, default=None, help="score N of the files, evenly spaced over the sorted list (every label and source)")
+    p.add_argument(
+        "--max-files",
+        type=int,
+        default=None,
+        help="score N of the files, evenly spaced over the sorted list (every label and source)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--dtype", default="fp32", help="fp32 (exact), bf16 or fp16 (default: fp32)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--baseline-train", nargs="+", metavar="DIR", default=None,
-                   help="classifiers: fit the trivial baselines (majority class, byte n-gram logistic regression) "
-                        "on these files; default: the run's own training files, when MODEL is a run folder")
-    p.add_argument("--no-baselines", action="store_true", help="classifiers: skip the trivial baselines")
+    p.add_argument(
+        "--baseline-train",
+        nargs="+",
+        metavar="DIR",
+        default=None,
+        help="classifiers: fit the trivial baselines (majority class, byte n-gram logistic regression) "
+        "on these files; default: the run's own training files, when MODEL is a run folder",
+    )
+    p.add_argument(
+        "--no-baselines", action="store_true", help="classifiers: skip the trivial baselines"
+    )
 
 
 def _baseline_train_files(args: argparse.Namespace):
@@ -90,7 +137,12 @@ def _baseline_train_files(args: argparse.Namespace):
     run_config = Path(args.model) / "config.json"
     try:
         train = json.loads(run_config.read_text())["train"]
-        data, held_out, fraction, seed = train["data"], train["eval"], train["eval_fraction"], train["seed"]
+        data, held_out, fraction, seed = (
+            train["data"],
+            train["eval"],
+            train["eval_fraction"],
+            train["seed"],
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None  # a saved model or a .pth: nothing recorded
     if not data or not all(Path(d).exists() for d in data):
@@ -99,7 +151,9 @@ def _baseline_train_files(args: argparse.Namespace):
     return files if held_out else split_holdout(files, fraction, seed)[0]
 
 
-def classification_report_baselines(args: argparse.Namespace, test_files, test_indices, max_bytes: int) -> dict | None:
+def classification_report_baselines(
+    args: argparse.Namespace, test_files, test_indices, max_bytes: int
+) -> dict | None:
     from bgpt.baselines import classification_baselines
     from bgpt.data import label_of
 
@@ -112,7 +166,9 @@ def classification_report_baselines(args: argparse.Namespace, test_files, test_i
     def pairs(files, indices):
         return [(files.read(i), label_of(files.names[i])) for i in indices]
 
-    return classification_baselines(pairs(train_files, range(len(train_files))), pairs(test_files, test_indices), max_bytes)
+    return classification_baselines(
+        pairs(train_files, range(len(train_files))), pairs(test_files, test_indices), max_bytes
+    )
 
 
 def eval_run(args: argparse.Namespace) -> int:
@@ -131,12 +187,16 @@ def eval_run(args: argparse.Namespace) -> int:
     model = load(args.model).to(device)
     c = model.config
 
-
     files = open_files(args.data)
     if c.is_classifier:
         if args.conversion:
             raise BGPTError("--conversion is for generative models")
-        ds = StreamDataset(files, c.patch_size, c.max_patches, labels=c.labels or [str(i) for i in range(c.num_classes)])
+        ds = StreamDataset(
+            files,
+            c.patch_size,
+            c.max_patches,
+            labels=c.labels or [str(i) for i in range(c.num_classes)],
+        )
         r = evaluate_classifier(model, ds, args.batch_size, device, dtype, args.max_files)
         from bgpt.evaluate import spread
 
@@ -160,22 +220,35 @@ def eval_run(args: argparse.Namespace) -> int:
             print(f"{name:<{width}}" + " ".join(f"{v:>8}" for v in row))
         return 0
     ds = StreamDataset(files, c.patch_size, c.max_patches, args.conversion)
-    r = evaluate_generative(model, ds, args.batch_size, device, dtype, args.max_files, progress=not args.json)
+    r = evaluate_generative(
+        model, ds, args.batch_size, device, dtype, args.max_files, progress=not args.json
+    )
     if args.json:
         print(json.dumps(r))
         return 0
     print(f"{'extension':<16}{'files':>8}{'bytes':>12}{'BPB':>10}")
     for ext, v in r["by_ext"].items():
-        parts = f"   (input {v['bpb_input']:.4f}, target {v['bpb_target']:.4f})" if v.get("bpb_input") is not None else ""
-        print(f"{ext:<16}{v['files']:>8}{v['bytes']:>12}{v['bpb'] if v['bpb'] is None else format(v['bpb'], '.4f'):>10}{parts}")
-    print(f"{'all':<16}{r['files']:>8}{r['bytes']:>12}{r['bpb'] if r['bpb'] is None else format(r['bpb'], '.4f'):>10}")
+        parts = (
+            f"   (input {v['bpb_input']:.4f}, target {v['bpb_target']:.4f})"
+            if v.get("bpb_input") is not None
+            else ""
+        )
+        print(
+            f"{ext:<16}{v['files']:>8}{v['bytes']:>12}{v['bpb'] if v['bpb'] is None else format(v['bpb'], '.4f'):>10}{parts}"
+        )
+    print(
+        f"{'all':<16}{r['files']:>8}{r['bytes']:>12}{r['bpb'] if r['bpb'] is None else format(r['bpb'], '.4f'):>10}"
+    )
     if "bpb_input" in r:
-        print(f"input part BPB {r['bpb_input']:.4f} ({r['bytes_input']} bytes), target part BPB {r['bpb_target']:.4f} ({r['bytes_target']} bytes)")
+        print(
+            f"input part BPB {r['bpb_input']:.4f} ({r['bytes_input']} bytes), target part BPB {r['bpb_target']:.4f} ({r['bytes_target']} bytes)"
+        )
     print(f"reference loss {r['reference_loss']:.4f} nats per predicted symbol")
     return 0
 
 
 # ----------------------------------------------------------------------------- classify
+
 
 def classify_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a classifier run folder, saved folder or reference .pth")
@@ -208,12 +281,23 @@ def classify_run(args: argparse.Namespace) -> int:
             raise BGPTError(f"{name}: {e.strerror or e}") from None
         st = encode(data, extension_of(path), c.patch_size)
         examples.append(Example(st.window(0, c.max_patches), 1, i))
-    probs = classify_examples(model, examples, max(1, args.batch_size), device, __import__("torch").float32)
+    probs = classify_examples(
+        model, examples, max(1, args.batch_size), device, __import__("torch").float32
+    )
     labels = c.labels or [str(i) for i in range(c.num_classes)]
     for name, p in zip(args.files, probs, strict=False):
         k = int(p.argmax())
         if args.json:
-            print(json.dumps({"file": name, "label": labels[k], "probability": float(p[k]), "probabilities": dict(zip(labels, map(float, p), strict=False))}))
+            print(
+                json.dumps(
+                    {
+                        "file": name,
+                        "label": labels[k],
+                        "probability": float(p[k]),
+                        "probabilities": dict(zip(labels, map(float, p), strict=False)),
+                    }
+                )
+            )
         else:
             print(f"{name}\t{labels[k]}\t{float(p[k]):.4f}")
     return 0
@@ -221,10 +305,17 @@ def classify_run(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- pack
 
+
 def pack_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("folders", nargs="+", help="folders of files to pack")
-    p.add_argument("--out", required=True, help="packed set folder to write (new or empty; never inside an input)")
-    p.add_argument("-f", "--force", action="store_true", help="replace a packed set already in --out")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="packed set folder to write (new or empty; never inside an input)",
+    )
+    p.add_argument(
+        "-f", "--force", action="store_true", help="replace a packed set already in --out"
+    )
 
 
 def pack_run(args: argparse.Namespace) -> int:
@@ -235,7 +326,14 @@ def pack_run(args: argparse.Namespace) -> int:
 
     out = check_output_folder(args.out, args.folders)
     if out.is_dir() and any(out.iterdir()) and not (args.force and (out / INDEX_NAME).is_file()):
-        raise BGPTError(f"{out}: exists and is not empty" + ("; pass --force to replace the packed set there" if (out / INDEX_NAME).is_file() else ""))
+        raise BGPTError(
+            f"{out}: exists and is not empty"
+            + (
+                "; pass --force to replace the packed set there"
+                if (out / INDEX_NAME).is_file()
+                else ""
+            )
+        )
     files = open_files(args.folders)
     total = 0
     with PackWriter(args.out) as w:
@@ -243,5 +341,7 @@ def pack_run(args: argparse.Namespace) -> int:
             data = files.read(i)
             w.add(files.names[i], data)
             total += len(data)
-    print(f"packed {len(files)} files ({total / 1e6:.1f} MB) into {args.out} ({len(w.shard_names)} shard(s))")
+    print(
+        f"packed {len(files)} files ({total / 1e6:.1f} MB) into {args.out} ({len(w.shard_names)} shard(s))"
+    )
     return 0

@@ -1006,7 +1006,9 @@ def _assign_groups(
         if len(found[lab]) >= 2:
             labels.append(lab)
         else:
-            logger.warning(f"type {lab} left out: found in one source package only ({next(iter(found[lab]))})")
+            logger.warning(
+                f"type {lab} left out: found in one source package only ({next(iter(found[lab]))})"
+            )
     in_group: dict[str, dict[str, int]] = defaultdict(dict)
     for lab in labels:
         for g, paths in found[lab].items():

@@ -318,7 +318,11 @@ def mir_eval_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
             p = r = f = float(len(pred) == len(truth))
         else:
             p, r, f, _ = precision_recall_f1_overlap(
-                truth[:, 1:], midi_to_hz(truth[:, 0]), pred[:, 1:], midi_to_hz(pred[:, 0]), offset_ratio=offset_ratio
+                truth[:, 1:],
+                midi_to_hz(truth[:, 0]),
+                pred[:, 1:],
+                midi_to_hz(pred[:, 0]),
+                offset_ratio=offset_ratio,
             )
         out.update({f"{key}_precision": float(p), f"{key}_recall": float(r), f"{key}_f1": float(f)})
     return out
@@ -537,9 +541,7 @@ def _stems(root: Path, ext: str) -> dict[str, Path]:
     from bgpt.data import scan_folder
 
     return {
-        name[: -len(ext) - 1]: root / name
-        for name in scan_folder(root)
-        if name.endswith("." + ext)
+        name[: -len(ext) - 1]: root / name for name in scan_folder(root) if name.endswith("." + ext)
     }
 
 
@@ -628,6 +630,7 @@ def check_folder(
 
     try:
         import mir_eval  # noqa: F401 - the `music` extra; the checks run without it
+
         has_mir_eval = True
     except ImportError:
         has_mir_eval = False
@@ -646,12 +649,16 @@ def check_folder(
             return FileCheck(stem, False, False, 0, len(truth_notes), 0, "missing", mir_eval=failed)
         data = pred[stem].read_bytes()
         exact = data == truth_bytes
-        prefix = common_prefix(data, truth_bytes) / len(truth_bytes) if truth_bytes else float(exact)
+        prefix = (
+            common_prefix(data, truth_bytes) / len(truth_bytes) if truth_bytes else float(exact)
+        )
         try:
             midi = _midi_of(data, fmt, exe, timeout)
             notes, times = midi_notes(midi), midi_note_times(midi)
         except ValueError as e:
-            return FileCheck(stem, False, exact, 0, len(truth_notes), 0, str(e), prefix, mir_eval=failed)
+            return FileCheck(
+                stem, False, exact, 0, len(truth_notes), 0, str(e), prefix, mir_eval=failed
+            )
         return FileCheck(
             stem,
             True,
@@ -693,5 +700,7 @@ def check_folder(
         "failures": {c.name: c.error for c in checks if c.error},
         # mean over files, as the transcription literature reports (a missing or unreadable
         # prediction scores 0); None where mir_eval is not installed
-        "mir_eval": {k: sum(c.mir_eval[k] for c in checks) / n for k in checks[0].mir_eval} if has_mir_eval else None,
+        "mir_eval": {k: sum(c.mir_eval[k] for c in checks) / n for k in checks[0].mir_eval}
+        if has_mir_eval
+        else None,
     }

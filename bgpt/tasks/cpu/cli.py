@@ -12,7 +12,9 @@ from pathlib import Path
 
 from bgpt.errors import BGPTError
 
-HELP = "CPU-state task: generate the dataset, assemble and translate programs, run and evaluate models"
+HELP = (
+    "CPU-state task: generate the dataset, assemble and translate programs, run and evaluate models"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,21 +84,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="draw the start values not given by --state at random from this seed",
     )
 
-
-    p = sub.add_parser("run", help="let a model execute a program: its trace beside the simulator's")
-    p.add_argument("model", help="run folder, saved model folder or reference .pth (e.g. weights-cpu.pth)")
-    p.add_argument("program", help="an instance file (.bin) or an assembly program (.asm, see assemble)")
+    p = sub.add_parser(
+        "run", help="let a model execute a program: its trace beside the simulator's"
+    )
+    p.add_argument(
+        "model", help="run folder, saved model folder or reference .pth (e.g. weights-cpu.pth)"
+    )
+    p.add_argument(
+        "program", help="an instance file (.bin) or an assembly program (.asm, see assemble)"
+    )
     p.add_argument("--state", default="", help="start values for an .asm program, e.g. 'ACC=5,A=1'")
-    p.add_argument("--seed", type=int, default=None, help="random start values not given by --state")
+    p.add_argument(
+        "--seed", type=int, default=None, help="random start values not given by --state"
+    )
     p.add_argument("--dtype", default="fp32", help="fp32 or bf16 (default %(default)s)")
 
-    p = sub.add_parser("evaluate", help="predicted traces vs the simulator on a folder of instances")
+    p = sub.add_parser(
+        "evaluate", help="predicted traces vs the simulator on a folder of instances"
+    )
     p.add_argument("model", help="run folder, saved model folder or reference .pth")
     p.add_argument("data", nargs="+", help="folders (or packed sets) of instance files")
     p.add_argument("--max-files", type=int, default=None, help="evaluate only the first N files")
-    p.add_argument("--batch-size", type=int, default=8, help="files per batch (default %(default)s)")
+    p.add_argument(
+        "--batch-size", type=int, default=8, help="files per batch (default %(default)s)"
+    )
     p.add_argument("--dtype", default="fp32", help="fp32 or bf16 (default %(default)s)")
-    p.add_argument("--plot", default=None, help="write a PNG of accuracy against program length here")
+    p.add_argument(
+        "--plot", default=None, help="write a PNG of accuracy against program length here"
+    )
     p.add_argument("--no-free-run", action="store_true", help="only the one-step protocol (faster)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -237,7 +252,10 @@ def _run_model(args: argparse.Namespace) -> int:
     p = np.full((n, 16), -1)
     p[: min(n, len(pred))] = pred[:n]
     ok = p == inst.states[1:]
-    print(f"byte accuracy {ok.mean():.4f}, states right {int(ok.all(1).sum())}/{n}" + ("" if len(pred) == n else f" (the model wrote {len(pred)} states)"))
+    print(
+        f"byte accuracy {ok.mean():.4f}, states right {int(ok.all(1).sum())}/{n}"
+        + ("" if len(pred) == n else f" (the model wrote {len(pred)} states)")
+    )
     return 0
 
 
@@ -257,8 +275,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     c = model.config
     too_long = [i.name for i in instances if 1 + 64 + len(i.states) + 1 > c.max_patches]
     if too_long:
-        raise BGPTError(f"{len(too_long)} file(s) longer than the model's context ({c.max_patches} patches), e.g. {too_long[0]}")
-    report = evaluate_cpu(model, instances, args.batch_size, args.dtype, free_run=not args.no_free_run)
+        raise BGPTError(
+            f"{len(too_long)} file(s) longer than the model's context ({c.max_patches} patches), e.g. {too_long[0]}"
+        )
+    report = evaluate_cpu(
+        model, instances, args.batch_size, args.dtype, free_run=not args.no_free_run
+    )
     report.pop("predictions", None)
     ds = StreamDataset(files, c.patch_size, c.max_patches)
     report["bpb"] = evaluate_generative(model, ds, args.batch_size, max_items=n)["bpb"]
@@ -275,7 +297,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"\n{proto.replace('_', '-')}:        byte acc  state acc  exact")
         for key, label in (("model", "model"), *BASELINE_NAMES.items()):
             v = r[key]
-            print(f"  {label:<34}{v['byte_accuracy']:9.4f}{v['state_accuracy']:11.4f}{v['exact_rate']:7.3f}")
+            print(
+                f"  {label:<34}{v['byte_accuracy']:9.4f}{v['state_accuracy']:11.4f}{v['exact_rate']:7.3f}"
+            )
     for proto in ("free_run", "one_step"):
         if proto in report:
             by_byte = report[proto]["model"]["by_byte"]
@@ -287,7 +311,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"generate": _generate, "translate": _translate, "assemble": _assemble, "run": _run_model, "evaluate": _evaluate}
+_COMMANDS = {
+    "generate": _generate,
+    "translate": _translate,
+    "assemble": _assemble,
+    "run": _run_model,
+    "evaluate": _evaluate,
+}
 
 
 def main(args: argparse.Namespace) -> int:

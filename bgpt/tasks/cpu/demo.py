@@ -97,48 +97,108 @@ def run_demo(cfg: DemoConfig) -> dict:
     out = Path(cfg.out)
     _prepare(out)
     atomic_write_text(out / MARKER, json.dumps(asdict(cfg), indent=2))
-    logger.info(f"[1/3] building {cfg.train} training and {cfg.test} held-out programs ({cfg.min_len}-{cfg.max_len} instructions)")
-    generate_dataset(out / "data", cfg.train, cfg.test, cfg.min_len, cfg.max_len, cfg.seed, packed=True)
+    logger.info(
+        f"[1/3] building {cfg.train} training and {cfg.test} held-out programs ({cfg.min_len}-{cfg.max_len} instructions)"
+    )
+    generate_dataset(
+        out / "data", cfg.train, cfg.test, cfg.min_len, cfg.max_len, cfg.seed, packed=True
+    )
     context = 1 + 64 + cfg.max_len + 1 + 1  # header, memory, states, end patch
     logger.info(f"[2/3] training for {cfg.minutes:g} minutes")
-    report = train(TrainConfig(
-        data=[str(out / "data" / "train")], eval=[str(out / "data" / "test")], out=str(out / "run"),
-        config="small", model_overrides={"hidden_size": cfg.hidden_size, "max_patches": max(context, 8), "dropout": 0.0,
-                                         "byte_context": cfg.byte_context},
-        minutes=cfg.minutes, batch_size=cfg.batch_size, lr=cfg.lr, warmup=0.05, seed=cfg.seed, dtype=cfg.dtype,
-        loss_from_patch=FIRST_STATE_PATCH if cfg.states_only else 0,
-        save_every=10**9, eval_max_files=50, log_every=20,
-    ))
+    report = train(
+        TrainConfig(
+            data=[str(out / "data" / "train")],
+            eval=[str(out / "data" / "test")],
+            out=str(out / "run"),
+            config="small",
+            model_overrides={
+                "hidden_size": cfg.hidden_size,
+                "max_patches": max(context, 8),
+                "dropout": 0.0,
+                "byte_context": cfg.byte_context,
+            },
+            minutes=cfg.minutes,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            warmup=0.05,
+            seed=cfg.seed,
+            dtype=cfg.dtype,
+            loss_from_patch=FIRST_STATE_PATCH if cfg.states_only else 0,
+            save_every=10**9,
+            eval_max_files=50,
+            log_every=20,
+        )
+    )
     logger.info("[3/3] evaluating on held-out programs")
     model = load(out / "run")
     files = open_files([out / "data" / "test"])
     instances = [Instance.parse(files.read(i), files.names[i]) for i in range(len(files))]
     step = evaluate_cpu(model, instances, batch_size=16, dtype="bf16", free_run=False)
-    free = evaluate_cpu(model, instances[: cfg.free_run_files], batch_size=16, dtype="bf16", free_run=True) if cfg.free_run_files else None
-    bpb = evaluate_generative(model, StreamDataset(files, model.config.patch_size, model.config.max_patches), 16)["bpb"]
-    results = {"bpb": bpb, "one_step": step["one_step"], "train": report, "minutes_total": (time.time() - t0) / 60}
+    free = (
+        evaluate_cpu(
+            model, instances[: cfg.free_run_files], batch_size=16, dtype="bf16", free_run=True
+        )
+        if cfg.free_run_files
+        else None
+    )
+    bpb = evaluate_generative(
+        model, StreamDataset(files, model.config.patch_size, model.config.max_patches), 16
+    )["bpb"]
+    results = {
+        "bpb": bpb,
+        "one_step": step["one_step"],
+        "train": report,
+        "minutes_total": (time.time() - t0) / 60,
+    }
     if free:
         results["free_run"] = free["free_run"]
-        plot_by_length({**free, "one_step_by_length": step["one_step_by_length"]}, out / "accuracy_by_length.png")
+        plot_by_length(
+            {**free, "one_step_by_length": step["one_step_by_length"]},
+            out / "accuracy_by_length.png",
+        )
 
-    arch = ("byte-level decoder reads the previous state (byte_context, beyond the paper)" if cfg.byte_context
-            else "the paper's model (no byte context)")
-    lines = ["", "=" * 78, "bgpt demo: a byte model learns to simulate a CPU", "=" * 78,
-             f"model: {model.num_parameters() / 1e6:.2f} M parameters, {arch}; "
-             f"{'state patches' if cfg.states_only else 'every patch'} trained on",
-             f"held-out programs: {len(instances)} ({cfg.min_len}-{cfg.max_len} instructions), bits per byte {bpb:.4f}"]
-    for _proto, title, r in (("one_step", "each state predicted from the true trace before it", step["one_step"]),
-                            ("free_run", f"whole trace generated from the first state ({cfg.free_run_files} programs)", free and free["free_run"])):
+    arch = (
+        "byte-level decoder reads the previous state (byte_context, beyond the paper)"
+        if cfg.byte_context
+        else "the paper's model (no byte context)"
+    )
+    lines = [
+        "",
+        "=" * 78,
+        "bgpt demo: a byte model learns to simulate a CPU",
+        "=" * 78,
+        f"model: {model.num_parameters() / 1e6:.2f} M parameters, {arch}; "
+        f"{'state patches' if cfg.states_only else 'every patch'} trained on",
+        f"held-out programs: {len(instances)} ({cfg.min_len}-{cfg.max_len} instructions), bits per byte {bpb:.4f}",
+    ]
+    for _proto, title, r in (
+        ("one_step", "each state predicted from the true trace before it", step["one_step"]),
+        (
+            "free_run",
+            f"whole trace generated from the first state ({cfg.free_run_files} programs)",
+            free and free["free_run"],
+        ),
+    ):
         if not r:
             continue
         lines.append(f"\n{title}:")
         lines.append(f"  {'':36}{'byte acc':>9}{'state acc':>11}")
         for key, label in (("model", "bGPT (this run)"), *BASELINE_NAMES.items()):
-            lines.append(f"  {label:<36}{r[key]['byte_accuracy']:9.4f}{r[key]['state_accuracy']:11.4f}")
+            lines.append(
+                f"  {label:<36}{r[key]['byte_accuracy']:9.4f}{r[key]['state_accuracy']:11.4f}"
+            )
         best = max(r[k]["byte_accuracy"] for k in BASELINE_NAMES)
-        lines.append(f"  model vs best baseline: {100 * (r['model']['byte_accuracy'] - best):+.2f} points of byte accuracy")
+        lines.append(
+            f"  model vs best baseline: {100 * (r['model']['byte_accuracy'] - best):+.2f} points of byte accuracy"
+        )
         lines.append("  byte accuracy by program length (model / " + BASELINE_NAMES["pc_ir"] + "):")
-        lines.append("    " + "   ".join(f"{k}: {v:.3f} / {r['pc_ir']['by_length'][k]:.3f}" for k, v in r["model"]["by_length"].items()))
+        lines.append(
+            "    "
+            + "   ".join(
+                f"{k}: {v:.3f} / {r['pc_ir']['by_length'][k]:.3f}"
+                for k, v in r["model"]["by_length"].items()
+            )
+        )
         lines.append("  byte accuracy by state byte (model):")
         lines.append("    " + "  ".join(f"{k} {v:.3f}" for k, v in r["model"]["by_byte"].items()))
     lines.append(f"\nfor comparison, {FAITHFUL_FIGURE}")
@@ -149,17 +209,27 @@ def run_demo(cfg: DemoConfig) -> dict:
         lines.append("  " + "  ".join(f"{n:>5} {eff[n]:.3f}" for n in names[k : k + 7]))
     if free:
         pick = min(range(cfg.free_run_files), key=lambda i: abs(len(instances[i].states) - 10))
-        lines.append(f"\none program, run by the model from its first state ({instances[pick].name}); * = wrong byte:")
+        lines.append(
+            f"\none program, run by the model from its first state ({instances[pick].name}); * = wrong byte:"
+        )
         lines.append(format_trace(instances[pick], bytes_to_states(free["predictions"][pick])))
-    lines.append(f"\ndone in {results['minutes_total']:.1f} minutes. Run folder (a MODEL for every command): {out / 'run'}")
+    lines.append(
+        f"\ndone in {results['minutes_total']:.1f} minutes. Run folder (a MODEL for every command): {out / 'run'}"
+    )
     lines.append(f"  bgpt cpu evaluate {out / 'run'} {out / 'data' / 'test'}")
     lines.append(f"  bgpt cpu run {out / 'run'} PROGRAM.asm --state 'ACC=1,A=2'")
     text = "\n".join(lines)
     logger.info(text)
     atomic_write_text(out / "report.txt", text + "\n")
-    atomic_write_text(out / "report.html", _report_page(model, text, instances[pick] if free else instances[0]))
-    logger.info(f"the same report as a page, with one program's bytes as the model sees them: {out / 'report.html'}")
-    atomic_write_text(out / "report.json", json.dumps({k: v for k, v in results.items()}, indent=2, default=str))
+    atomic_write_text(
+        out / "report.html", _report_page(model, text, instances[pick] if free else instances[0])
+    )
+    logger.info(
+        f"the same report as a page, with one program's bytes as the model sees them: {out / 'report.html'}"
+    )
+    atomic_write_text(
+        out / "report.json", json.dumps({k: v for k, v in results.items()}, indent=2, default=str)
+    )
     return results
 
 

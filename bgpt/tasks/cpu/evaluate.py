@@ -38,7 +38,10 @@ from bgpt.tasks.cpu.isa import (
 from bgpt.tasks.cpu.simulator import split_instance
 
 BASELINES = ("repeat", "pc_ir")
-BASELINE_NAMES = {"repeat": "repeat the previous state", "pc_ir": "previous state, PC+1, fetched IR"}
+BASELINE_NAMES = {
+    "repeat": "repeat the previous state",
+    "pc_ir": "previous state, PC+1, fetched IR",
+}
 LENGTH_BUCKETS = ((1, 32), (33, 64), (65, 128), (129, 255))
 """Program lengths (instructions, HLT included) that reports group accuracy by."""
 STATE_BYTE_NAMES = ("PC", "ACC", "IR.op", "IR.a1", "IR.a2", "IR.a3", *REGISTER_NAMES)
@@ -75,7 +78,11 @@ class Instance:
     @classmethod
     def parse(cls, data: bytes, name: str = "") -> Instance:
         memory, states = split_instance(data, name or "instance")
-        return cls(np.frombuffer(memory, np.uint8), np.frombuffer(b"".join(states), np.uint8).reshape(-1, STATE_SIZE), name)
+        return cls(
+            np.frombuffer(memory, np.uint8),
+            np.frombuffer(b"".join(states), np.uint8).reshape(-1, STATE_SIZE),
+            name,
+        )
 
     @property
     def prompt(self) -> bytes:
@@ -83,27 +90,37 @@ class Instance:
 
     def effects(self) -> list[str]:
         """For states 1..n: the instruction whose effect the state shows ('start' for state 1)."""
-        return ["start"] + [OPS[op].name if op < len(OPS) else "?" for op in self.states[1:-1, IR_SLICE.start]]
+        return ["start"] + [
+            OPS[op].name if op < len(OPS) else "?" for op in self.states[1:-1, IR_SLICE.start]
+        ]
 
 
 @torch.inference_mode()
-def one_step_predictions(model: BGPT, instances: list[Instance], batch_size: int = 8, dtype=torch.float32) -> list[np.ndarray]:
+def one_step_predictions(
+    model: BGPT, instances: list[Instance], batch_size: int = 8, dtype=torch.float32
+) -> list[np.ndarray]:
     """For each instance, states 1..n predicted from the true trace before each (greedy
     within the state): (n, 16) uint8, or 256 where the model wrote the end symbol."""
     device = next(model.parameters()).device
     s = model.config.patch_size
     if s != STATE_SIZE:
-        raise ValueError(f"one-step CPU evaluation needs patch size {STATE_SIZE}, the state size; the model has {s}")
+        raise ValueError(
+            f"one-step CPU evaluation needs patch size {STATE_SIZE}, the state size; the model has {s}"
+        )
     model.eval()
     out = []
     for k in range(0, len(instances), batch_size):
         chunk = instances[k : k + batch_size]
-        batch = collate([encode(inst.memory.tobytes() + inst.states.tobytes(), "bin", s) for inst in chunk]).to(device)
+        batch = collate(
+            [encode(inst.memory.tobytes() + inst.states.tobytes(), "bin", s) for inst in chunk]
+        ).to(device)
         with autocast(device, dtype):
             feats = model.patch_decoder(batch.patches)  # (B, P, H)
         for b, inst in enumerate(chunk):
             n = len(inst.states) - 1
-            rows = torch.arange(FIRST_STATE_PATCH, FIRST_STATE_PATCH + n, device=device)  # patch of state j-1 predicts state j
+            rows = torch.arange(
+                FIRST_STATE_PATCH, FIRST_STATE_PATCH + n, device=device
+            )  # patch of state j-1 predicts state j
             f, context = feats[b, rows], batch.patches[b, rows]
             pred = torch.full((n, s), 256, dtype=torch.long, device=device)
             for t in range(s):  # greedy, byte by byte, every state at once
@@ -114,7 +131,9 @@ def one_step_predictions(model: BGPT, instances: list[Instance], batch_size: int
     return out
 
 
-def free_run_predictions(model: BGPT, instances: list[Instance], batch_size: int = 8, dtype="fp32") -> list[bytes]:
+def free_run_predictions(
+    model: BGPT, instances: list[Instance], batch_size: int = 8, dtype="fp32"
+) -> list[bytes]:
     """The bytes each model writes after memory + first state (greedy), until its end patch
     or the context limit."""
     from bgpt.generate import generate_many
@@ -122,7 +141,12 @@ def free_run_predictions(model: BGPT, instances: list[Instance], batch_size: int
     out: list[bytes] = []
     for k in range(0, len(instances), batch_size):
         chunk = instances[k : k + batch_size]
-        out += [o.data for o in generate_many(model, [inst.prompt for inst in chunk], "bin", top_k=1, dtype=dtype)]
+        out += [
+            o.data
+            for o in generate_many(
+                model, [inst.prompt for inst in chunk], "bin", top_k=1, dtype=dtype
+            )
+        ]
     return out
 
 
@@ -166,7 +190,10 @@ class Tally:
             "bytes": self.bytes,
             "states": self.states,
             "files": self.traces,
-            "by_byte": {k: int(c) / max(1, self.states) for k, c in zip(STATE_BYTE_NAMES, self.by_byte, strict=True)},
+            "by_byte": {
+                k: int(c) / max(1, self.states)
+                for k, c in zip(STATE_BYTE_NAMES, self.by_byte, strict=True)
+            },
             "by_length": self.length_buckets(),
         }
 
@@ -189,13 +216,26 @@ def bytes_to_states(data: bytes) -> np.ndarray:
     return out
 
 
-def evaluate_cpu(model: BGPT, instances: list[Instance], batch_size: int = 8, dtype="fp32", free_run: bool = True, progress=None) -> dict:
+def evaluate_cpu(
+    model: BGPT,
+    instances: list[Instance],
+    batch_size: int = 8,
+    dtype="fp32",
+    free_run: bool = True,
+    progress=None,
+) -> dict:
     """Every metric of both protocols, with the baselines; see the module doc."""
-    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(dtype, dtype) if isinstance(dtype, str) else dtype
+    torch_dtype = (
+        {"fp32": torch.float32, "bf16": torch.bfloat16}.get(dtype, dtype)
+        if isinstance(dtype, str)
+        else dtype
+    )
     report: dict = {}
     step = Tally()
     base_step = {k: Tally() for k in BASELINES}
-    for inst, pred in zip(instances, one_step_predictions(model, instances, batch_size, torch_dtype), strict=False):
+    for inst, pred in zip(
+        instances, one_step_predictions(model, instances, batch_size, torch_dtype), strict=False
+    ):
         step.add(inst, pred)
         for k in BASELINES:
             base_step[k].add(inst, baseline_next(inst.states[:-1], inst.memory, k))
@@ -204,14 +244,21 @@ def evaluate_cpu(model: BGPT, instances: list[Instance], batch_size: int = 8, dt
     if free_run:
         free = Tally()
         base_free = {k: Tally() for k in BASELINES}
-        preds = free_run_predictions(model, instances, batch_size, "bf16" if torch_dtype == torch.bfloat16 else "fp32")
+        preds = free_run_predictions(
+            model, instances, batch_size, "bf16" if torch_dtype == torch.bfloat16 else "fp32"
+        )
         report["predictions"] = preds
         for inst, data in zip(instances, preds, strict=False):
             free.add(inst, bytes_to_states(data))
             for k in BASELINES:
-                base_free[k].add(inst, baseline_free_run(inst.states[0], inst.memory, k, len(inst.states) - 1))
+                base_free[k].add(
+                    inst, baseline_free_run(inst.states[0], inst.memory, k, len(inst.states) - 1)
+                )
         report.update(free.summary())  # the reference metric at the top level
-        report["free_run"] = {"model": free.summary(), **{k: t.summary() for k, t in base_free.items()}}
+        report["free_run"] = {
+            "model": free.summary(),
+            **{k: t.summary() for k, t in base_free.items()},
+        }
         report["by_effect"] = {e: c / t for e, (c, t) in sorted(free.by_effect.items())}
         report["by_length"] = {n: c / t for n, (c, t) in sorted(free.by_length.items())}
     report["one_step_by_length"] = {n: c / t for n, (c, t) in sorted(step.by_length.items())}
@@ -225,7 +272,11 @@ def format_trace(inst: Instance, predicted: np.ndarray | None) -> str:
     lines = [f"{'':4}{'true (PC ACC IR | A..J)':<52}  predicted"]
     for k, true in enumerate(inst.states):
         ir = format_instruction(true[IR_SLICE]) if k else "-"
-        t = " ".join(f"{v:3d}" for v in true[:2]) + f" {ir:<12}| " + " ".join(f"{v:3d}" for v in true[6:])
+        t = (
+            " ".join(f"{v:3d}" for v in true[:2])
+            + f" {ir:<12}| "
+            + " ".join(f"{v:3d}" for v in true[6:])
+        )
         if k == 0:
             lines.append(f"{k:>3} {t}  (given)")
             continue
@@ -233,8 +284,18 @@ def format_trace(inst: Instance, predicted: np.ndarray | None) -> str:
             lines.append(f"{k:>3} {t}  (missing)")
             continue
         p = predicted[k - 1]
-        cells = [("  ?" if v < 0 or v > 255 else f"{v:3d}") + ("*" if v != true[j] else " ") for j, v in enumerate(p)]
-        lines.append(f"{k:>3} {t}  " + "".join(cells[:2]) + " " + "".join(cells[2:6]) + " | " + "".join(cells[6:]))
+        cells = [
+            ("  ?" if v < 0 or v > 255 else f"{v:3d}") + ("*" if v != true[j] else " ")
+            for j, v in enumerate(p)
+        ]
+        lines.append(
+            f"{k:>3} {t}  "
+            + "".join(cells[:2])
+            + " "
+            + "".join(cells[2:6])
+            + " | "
+            + "".join(cells[6:])
+        )
     return "\n".join(lines)
 
 
@@ -245,7 +306,10 @@ def plot_by_length(report: dict, path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label in (("by_length", "model, free-running"), ("one_step_by_length", "model, one step")):
+    for key, label in (
+        ("by_length", "model, free-running"),
+        ("one_step_by_length", "model, one step"),
+    ):
         if key in report:
             xs = sorted(report[key])
             ax.plot(xs, [report[key][x] for x in xs], ".", label=label, alpha=0.7)
@@ -276,15 +340,21 @@ def states_html(inst: Instance, predicted: np.ndarray, bits: np.ndarray) -> str:
             guess = None if k == 0 else int(predicted[k - 1][j])
             wrong = guess is not None and guess != v
             wrong_total += wrong
-            tip = f"{STATE_BYTE_NAMES[j]} = {v}, {b:.2f} bits" + (f"; model wrote {guess}" if guess is not None else "; given")
-            cells.append(f'<td class="{"wrong" if wrong else ""}" style="background:{colour(b)}" title="{html.escape(tip)}">'
-                         f"{v}{f' ({guess})' if wrong else ''}</td>")
+            tip = f"{STATE_BYTE_NAMES[j]} = {v}, {b:.2f} bits" + (
+                f"; model wrote {guess}" if guess is not None else "; given"
+            )
+            cells.append(
+                f'<td class="{"wrong" if wrong else ""}" style="background:{colour(b)}" title="{html.escape(tip)}">'
+                f"{v}{f' ({guess})' if wrong else ''}</td>"
+            )
         ir = "-" if k == 0 else html.escape(_instruction_text(state[IR_SLICE]))
         rows.append(f"<tr><td>{k}</td><td>{ir}</td>{''.join(cells)}</tr>")
     n = len(inst.states) - 1
-    return (f"<h3>CPU states (one step: each predicted from the true trace before it; outlined = wrong, "
-            f"the model's byte in brackets)</h3><p>{wrong_total} wrong of {n * STATE_SIZE} state bytes</p>"
-            f"<table><tr><th>state</th><th>IR</th>{head}</tr>{''.join(rows)}</table>")
+    return (
+        f"<h3>CPU states (one step: each predicted from the true trace before it; outlined = wrong, "
+        f"the model's byte in brackets)</h3><p>{wrong_total} wrong of {n * STATE_SIZE} state bytes</p>"
+        f"<table><tr><th>state</th><th>IR</th>{head}</tr>{''.join(rows)}</table>"
+    )
 
 
 def _instruction_text(word) -> str:

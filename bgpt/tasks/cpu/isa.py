@@ -45,7 +45,9 @@ IR_SLICE = slice(2, 6)
 REGS_SLICE = slice(6, 16)
 START_IR = bytes(WORD_SIZE)  # IR of the start state: 0 0 0 0
 MIN_INSTANCE_SIZE = MEMORY_SIZE + STATE_SIZE  # memory and the start state
-FIRST_STATE_PATCH = 1 + MEMORY_SIZE // STATE_SIZE  # in a model's stream (patch size = state size): header, memory
+FIRST_STATE_PATCH = (
+    1 + MEMORY_SIZE // STATE_SIZE
+)  # in a model's stream (patch size = state size): header, memory
 
 assert REGS_SLICE.stop == STATE_SIZE and REGS_SLICE.stop - REGS_SLICE.start == NUM_REGISTERS
 
