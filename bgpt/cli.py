@@ -108,7 +108,12 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
-        prog="bgpt", description="Byte models: train, evaluate, generate and convert with bGPT."
+        prog="bgpt",
+        description="Byte models: train, evaluate, generate and convert with bGPT.",
+        epilog="Outputs never go through a symlink or onto an input. generate, convert, compress, "
+        "decompress, pack, import, inspect, cpu assemble and media audio/image/spectrogram replace an "
+        "existing output only with --force; train refuses another run's folder (--resume continues "
+        "it). See docs/reliability.md.",
     )
     parser.add_argument(
         "--version", action="version", version=f"bgpt {__import__('bgpt').__version__}"

@@ -51,9 +51,11 @@ class FileSet:
 
 def scan_folder(root: Path) -> list[str]:
     """Regular files under root, recursively, sorted; hidden files and folders skipped.
-    Symlink loops and unreadable files are logged as warnings, not fatal."""
+    Symlink loops, links to files outside the folder (a data set stays in its folder) and
+    unreadable files are logged as warnings and skipped, not fatal."""
     out: list[str] = []
     seen: set[tuple[int, int]] = set()
+    real_root = os.path.realpath(root)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         st = os.stat(dirpath)
         if (st.st_dev, st.st_ino) in seen:
@@ -72,6 +74,10 @@ def scan_folder(root: Path) -> list[str]:
                 logger.warning(f"skipping {path}: {e.strerror or e}")
                 continue
             if not stat.S_ISREG(st.st_mode):
+                continue
+            real = os.path.realpath(path)
+            if os.path.commonpath([real, real_root]) != real_root:
+                logger.warning(f"skipping {path}: a link to a file outside {root}")
                 continue
             if not os.access(path, os.R_OK):
                 logger.warning(f"skipping {path}: not readable")

@@ -90,10 +90,16 @@ def test_folder_scan_skips_hidden_and_reports_loops(tmp_path, caplog):
     (root / ".git" / "x").write_text("x")
     (root / "sub" / "b.bin").write_bytes(b"\x00")
     os.symlink(root, root / "sub" / "loop")
+    (tmp_path / "secret.txt").write_text("not data")
+    os.symlink(tmp_path / "secret.txt", root / "sub" / "out.txt")  # a link out of the data folder
+    os.symlink(root / "a.txt", root / "sub" / "in.txt")  # a link within it
     with caplog.at_level(logging.WARNING, logger="bgpt"):
         files = open_files([root])
-    assert files.names == ["a.txt", "sub/b.bin"]
-    assert any("symlink loop" in r.getMessage() for r in caplog.records)
+    assert files.names == ["a.txt", "sub/b.bin", "sub/in.txt"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("symlink loop" in m for m in messages) and any(
+        "out.txt: a link to a file outside" in m for m in messages
+    )
 
 
 def test_pack_round_trip_and_truncation(tmp_path):
