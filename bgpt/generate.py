@@ -28,7 +28,7 @@ draw per sample from its own `torch.Generator` picks the symbol. Sample i of a b
 `seed` uses seed + i, so it is the same bytes as that sample generated alone, in any batch.
 `top_k=1` is greedy (no randomness).
 
-Batching. Every row keeps its own cache length (`bgpt.model.KVCache`). The prompts' complete
+Batching. Every row keeps its own cache length (`bgpt.kvcache.KVCache`). The prompts' complete
 patches are right-padded to the longest and run in one causal pass; each row's length is then
 set to its own patch count, so padding is never attended to and is overwritten by the row's
 next patch. Positions and masks are per row when lengths differ; a step that concerns only

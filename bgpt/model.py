@@ -8,6 +8,12 @@
 
 `BGPT` is the generative model, `BGPTClassifier` the patch-level decoder with a linear
 head on the mean of its outputs. Both read nothing global: the config says everything.
+With `byte_context` (beyond the paper) the byte decoder's sequence starts with the S bytes of
+patch i itself: [emb(c_1) .. emb(c_S), feature_i, emb(b1) .. emb(b_{S-1})].
+
+The basic operations (Linear, LayerNorm, dropout, GELU, explicit attention) come from
+`bgpt.ops`, the one door to the CPU training kernels; the key/value cache of cached
+generation from `bgpt.kvcache`.
 """
 
 from __future__ import annotations
@@ -20,377 +26,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from bgpt import kernels
+from bgpt import ops
 from bgpt.config import BGPTConfig
+from bgpt.kvcache import KVCache, LayerKV
+from bgpt.ops import Dropout, LayerNorm, Linear, linear, linear_gelu, residual_dropout
 from bgpt.stream import PAD, VOCAB_SIZE
-
-# ----------------------------------------------------------------------------- dropout
-
-
-def _draw_seed() -> int:
-    """A dropout seed from torch's default generator: reproducible under `torch.manual_seed`,
-    and drawn again identically when checkpointing restores the generator."""
-    return int(torch.empty((), dtype=torch.int64).random_())
-
-
-class _CPUDropout(torch.autograd.Function):
-    """Dropout whose mask is a pure function of a seed drawn from torch's generator
-    (`bgpt.kernels`): the backward pass recomputes it instead of storing it, and activation
-    checkpointing, which restores the generator, replays it."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        ctx.seed = _draw_seed()
-        ctx.p = p
-        return _apply_dropout(x, ctx.seed, p)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return _apply_dropout(grad, ctx.seed, ctx.p), None
-
-
-def _apply_dropout(x: torch.Tensor, seed: int, p: float) -> torch.Tensor:
-    x = x.contiguous()
-    if kernels.supports(x):
-        return kernels.dropout(x, seed, p)
-    return kernels.dropout_reference(x, seed, p)  # the same mask, from numpy
-
-
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """`F.dropout`; on CPU one pass of `bgpt.kernels.dropout` (elsewhere `F.dropout` itself:
-    CUDA's fused kernel is fast). The probability is rounded to a multiple of 1/65536
-    (0.1 -> 0.100006). Reproducible under `torch.manual_seed`, and recomputed identically by
-    activation checkpointing (which restores the generator's state)."""
-    if not training or p == 0.0:
-        return x
-    if (
-        x.device.type != "cpu" or p >= 1.0 or torch.compiler.is_compiling()
-    ):  # inductor fuses its own
-        return F.dropout(x, p, True)
-    return _CPUDropout.apply(x, p)
-
-
-class Dropout(nn.Module):
-    """`nn.Dropout` through `dropout`."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-class _CPUGELU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return kernels.gelu(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        return kernels.gelu_backward(grad, x)
-
-
-def gelu(x: torch.Tensor) -> torch.Tensor:
-    """GPT-2's tanh-approximated GELU. Large CPU tensors go through `bgpt.kernels` (one pass,
-    2-3x ATen's speed in bf16; equal to it but for rare one-ulp roundings), the rest, and
-    everything under torch.compile (which fuses its own), through ATen."""
-    if (
-        x.numel() >= kernels.PARALLEL_MIN
-        and kernels.supports(x)
-        and not torch.compiler.is_compiling()
-    ):
-        return _CPUGELU.apply(x)
-    return F.gelu(x, approximate="tanh")
-
-
-class _CPUResidualDropout(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, y: torch.Tensor, p: float) -> torch.Tensor:
-        ctx.seed = _draw_seed()
-        ctx.p, ctx.y_dtype = p, y.dtype
-        return kernels.residual_dropout(x, y, ctx.seed, p)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return grad, kernels.dropout(grad.contiguous(), ctx.seed, ctx.p, ctx.y_dtype), None
-
-
-def residual_dropout(x: torch.Tensor, y: torch.Tensor, p: float) -> torch.Tensor:
-    """x + dropout(y, p): the residual sum of a block. On CPU in training one pass of
-    `bgpt.kernels.residual_dropout` (x fp32, y bf16 or fp32, the same mask `dropout` draws),
-    which also writes y's gradient in y's dtype; elsewhere the two operations."""
-    if p == 0.0:
-        return x + y
-    if (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and x.shape == y.shape
-        and kernels.supports(x)
-        and kernels.supports(y)
-        and not torch.compiler.is_compiling()
-    ):
-        return _CPUResidualDropout.apply(x, y, p)
-    return x + dropout(y, p, True)
-
-
-# ----------------------------------------------------------------------------- CPU bf16 training: Linear, bias-GELU, LayerNorm
-
-TRANSPOSE_ROWS = 8192
-"""A Linear's weight gradient dy^T @ x over at least this many rows, with one operand at least
-3x wider than the other, copies the narrower operand transposed first (`weight_gradient`)."""
-
-
-def weight_gradient(dy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """dy^T @ x for dy (M, N) and x (M, K): a Linear's weight gradient, (N, K).
-
-    oneDNN multiplies a transposed left operand at ~1.0-1.2 TFLOP/s in bf16 on the benchmark
-    CPU, and the same product of operands laid out transposed in memory at 1.6-2.5: for
-    65536 rows, 312 ms against 185 for the byte-level MLP's input layer. So over many rows,
-    the narrower of a wide/narrow pair is transposed first (`kernels.transpose`, a few ms);
-    below that, of the two orders of the plain product, the one measured faster."""
-    m, n = dy.shape
-    k = x.shape[1]
-    if (
-        m >= TRANSPOSE_ROWS
-        and max(n, k) >= 3 * min(n, k)
-        and kernels.supports(dy)
-        and kernels.supports(x)
-    ):
-        return (kernels.transpose(x) @ dy).t() if k < n else kernels.transpose(dy) @ x
-    return (x.t() @ dy).t() if n < k else dy.t() @ x
-
-
-class _CPULinear(torch.autograd.Function):
-    """`F.linear` under CPU autocast: the same forward (inputs cast to `dtype`, one addmm) and
-    input gradient; the weight gradient through `weight_gradient`, the bias gradient summed in
-    fp32 by `kernels.column_sums` (ATen sums the bf16 gradient into bf16, 3x slower)."""
-
-    @staticmethod
-    def forward(
-        ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype
-    ) -> torch.Tensor:
-        x2 = x.reshape(-1, x.shape[-1]).to(dtype)
-        w = weight.to(dtype)
-        ctx.save_for_backward(x2, w)
-        ctx.has_bias = bias is not None
-        with torch.autocast("cpu", enabled=False):
-            y = torch.addmm(bias.to(dtype), x2, w.t()) if bias is not None else x2 @ w.t()
-        return y.view(*x.shape[:-1], w.shape[0])
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x2, w = ctx.saved_tensors
-        dy = grad.reshape(-1, w.shape[0]).contiguous()
-        dx = dy @ w if ctx.needs_input_grad[0] else None
-        dw = (
-            weight_gradient(dy, x2).to(torch.float32, memory_format=torch.contiguous_format)
-            if ctx.needs_input_grad[1]
-            else None
-        )
-        db = kernels.column_sums(dy) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return (None if dx is None else dx.view(*grad.shape[:-1], w.shape[1])), dw, db, None
-
-
-def _cpu_bf16_training(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether x goes through a weight in CPU bf16 autocast training (gradients on, kernels
-    present, not under torch.compile, which fuses its own): where `_CPULinear`, `_CPUBiasGELU`
-    and `_CPULayerNorm` replace the ATen operations."""
-    return (
-        x.device.type == "cpu"
-        and torch.is_grad_enabled()
-        and weight.requires_grad
-        and torch.is_autocast_enabled("cpu")
-        and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        and kernels.available()
-        and not torch.compiler.is_compiling()
-    )
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear`; when training under CPU bf16 autocast, `_CPULinear` (the same output and input
-    gradient, its weight gradient up to 2x faster); elsewhere `F.linear` itself."""
-    if _cpu_bf16_training(x, weight):
-        return _CPULinear.apply(x, weight, bias, torch.bfloat16)
-    return F.linear(x, weight, bias)
-
-
-class Linear(nn.Linear):
-    """`nn.Linear` through `linear`."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
-
-
-class _CPUBiasGELU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        x2 = x.reshape(-1, x.shape[-1])
-        ctx.save_for_backward(x2, bias)
-        return kernels.bias_gelu(x2, bias).view(x.shape)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x2, bias = ctx.saved_tensors
-        dx, dbias = kernels.bias_gelu_backward(grad.reshape(x2.shape), x2, bias)
-        return dx.view(grad.shape), dbias
-
-
-def linear_gelu(x: torch.Tensor, fc: nn.Linear) -> torch.Tensor:
-    """gelu(fc(x)). In CPU bf16 autocast training, the bias is added in the GELU kernel and its
-    gradient summed in the GELU's backward kernel (`kernels.bias_gelu`): the matmul runs
-    without the bias (an addmm first copies the bias into its whole output, ~10 ms for the
-    byte-level MLP at batch 2) and no separate column sum reads the gradient again (~13 ms).
-    The values: the matmul's output rounded to bf16 before the bias (in bf16, as autocast
-    casts it) is added in fp32, not after; within bf16 rounding of `gelu(fc(x))`."""
-    if fc.bias is not None and _cpu_bf16_training(x, fc.weight):
-        return _CPUBiasGELU.apply(linear(x, fc.weight), fc.bias)
-    return gelu(fc(x))
-
-
-class _CPULayerNorm(torch.autograd.Function):
-    @staticmethod
-    def forward(
-        ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
-    ) -> torch.Tensor:
-        x2 = x.reshape(-1, x.shape[-1])
-        out, mean, rstd = kernels.layer_norm(x2, weight, bias, eps, torch.bfloat16)
-        ctx.save_for_backward(x2, weight, mean, rstd)
-        return out.view(x.shape)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x2, weight, mean, rstd = ctx.saved_tensors
-        dx, dweight, dbias = kernels.layer_norm_backward(
-            grad.reshape(x2.shape), x2, weight, mean, rstd
-        )
-        return dx.view(grad.shape), dweight, dbias, None
-
-
-class LayerNorm(nn.LayerNorm):
-    """`nn.LayerNorm` for a block's input to a Linear. In CPU bf16 autocast training its output
-    comes in bf16 from one kernel (`kernels.layer_norm`), which the Linear after it casts to
-    anyway, and its backward takes that bf16 gradient: no fp32 output written and read back
-    by a cast, no cast of the gradient (bf16 -> fp32) before ATen's backward. The output
-    equals the cast of ATen's but for rare one-ulp roundings (fp32 sums in another order)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            x.dtype == torch.float32
-            and self.weight is not None
-            and _cpu_bf16_training(x, self.weight)
-        ):
-            return _CPULayerNorm.apply(x.contiguous(), self.weight, self.bias, self.eps)
-        return super().forward(x)
-
 
 # ----------------------------------------------------------------------------- model
 
-
-class KVPlan:
-    """Where one cached forward reads and writes: computed once by `Transformer.forward` and
-    shared by its layers. `rows` selects cache rows (None: all); `start` is each selected row's
-    fill length before the call, a Python int when they are all equal (the fast path)."""
-
-    def __init__(
-        self, rows: torch.Tensor | None, starts: list[int], t: int, positions: torch.Tensor
-    ):
-        self.rows, self.t = rows, t
-        device = positions.device
-        first = starts[0]
-        self.start = first if all(s == first for s in starts) else None
-        self.end = max(starts) + t  # keys [0, end) cover every selected row
-        self.mask = None  # (T, end) or (b, 1, T, end) bool, True = may attend
-        if self.start is not None:
-            self.pos = positions[first : first + t]  # (T,)
-            if first and t > 1:  # several new positions after a prefix: causal, offset by it
-                self.mask = torch.ones(t, self.end, dtype=torch.bool, device=device).tril(first)
-        else:  # ragged rows: per-row positions and masks
-            start = torch.tensor(starts, device=device)
-            self.pos = start[:, None] + positions[:t]  # (b, T)
-            self.mask = (positions[: self.end] <= self.pos[:, :, None]).unsqueeze(1)
-        self.causal = self.start == 0 and t > 1
-
-
-class LayerKV:
-    """Key/value cache of one attention layer: preallocated (B, heads, T_max, head_dim).
-
-    Rows fill independently: a forward may touch a subset of rows, and rows may hold
-    different numbers of positions (the lengths live in the `KVCache` holding the layers)."""
-
-    def __init__(self, batch: int, heads: int, max_len: int, head_dim: int, device, dtype):
-        # zeros, not empty: masked-out keys must not hold NaN (0 * NaN poisons the sum)
-        self.k = torch.zeros(batch, heads, max_len, head_dim, device=device, dtype=dtype)
-        self.v = torch.zeros_like(self.k)
-        self.plan: KVPlan | None = None
-
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write the new (b, heads, T, hd) keys/values at each row's length; return the keys and
-        values to attend to, (b, heads, end, hd)."""
-        p = self.plan
-        if p.rows is None and p.start is not None:  # the common case, as plain views
-            self.k.narrow(2, p.start, p.t).copy_(k)
-            self.v.narrow(2, p.start, p.t).copy_(v)
-            return self.k.narrow(2, 0, p.end), self.v.narrow(2, 0, p.end)
-        rows = p.rows if p.rows is not None else slice(None)
-        if p.start is not None:
-            self.k[rows, :, p.start : p.start + p.t] = k
-            self.v[rows, :, p.start : p.start + p.t] = v
-        else:  # index (b, 1) rows x (b, T) positions -> (b, T, heads, hd)
-            r = (
-                p.rows[:, None]
-                if p.rows is not None
-                else torch.arange(len(p.pos), device=k.device)[:, None]
-            )
-            self.k[r, :, p.pos] = k.transpose(1, 2)
-            self.v[r, :, p.pos] = v.transpose(1, 2)
-        return self.k[rows, :, : p.end], self.v[rows, :, : p.end]
-
-
-class KVCache(list):
-    """One `LayerKV` per block plus each row's fill length (host side, so that planning a
-    step never waits on the device)."""
-
-    def __init__(self, layers: list[LayerKV], batch: int):
-        super().__init__(layers)
-        self.lens = [0] * batch
-        self.max_len = layers[0].k.shape[2]
-        self.positions = torch.arange(self.max_len, device=layers[0].k.device)
-
-    @property
-    def len(self) -> int:
-        """The common fill length (rows all equal)."""
-        if any(n != self.lens[0] for n in self.lens):
-            raise RuntimeError("rows of this cache have different lengths")
-        return self.lens[0]
-
-    def plan(self, t: int, rows: torch.Tensor | None) -> KVPlan:
-        starts = self.lens if rows is None else [self.lens[i] for i in rows.tolist()]
-        if max(starts) + t > self.max_len:
-            raise RuntimeError(f"key/value cache full ({self.max_len} positions)")
-        return KVPlan(rows, starts, t, self.positions)
-
-    def advance(self, plan: KVPlan) -> None:
-        for i in range(len(self.lens)) if plan.rows is None else plan.rows.tolist():
-            self.lens[i] += plan.t
-
-    def keep(self, rows: torch.Tensor) -> None:
-        """Keep only these rows (in this order), e.g. to drop finished samples of a batch."""
-        for layer in self:
-            layer.k, layer.v = layer.k[rows], layer.v[rows]
-        self.lens = [self.lens[i] for i in rows.tolist()]
-
-
 ROW_BUCKET = 128
-"""In training, the byte-level decoder's rows (predicted patches) are padded up to a
-multiple of this: with bf16 on CPU every new matmul shape is cached by oneDNN, and
-batches of varying sizes made the resident memory grow without bound (measured: ~5 GB
-after 300 steps of the demo); the padded rows are dropped from the loss."""
+"""In CPU training, the byte-level decoder's rows (predicted patches) are padded up to a
+multiple of this, a CPU allocator workaround: with bf16 on CPU every new matmul shape is
+cached by oneDNN, and batches of varying sizes made the resident memory grow without bound
+(~5 GB after 300 steps of the demo; docs/benchmarks.md). The padded rows are dropped from the
+loss; other devices run the rows as they are."""
 
 BYTE_CHUNK = 512
 """With gradient checkpointing, the byte-level decoder and its loss run over this many
@@ -398,47 +47,6 @@ predicted patches at a time, each chunk checkpointed whole: backward keeps only 
 input features and recomputes the chunk, so the byte level's activations at the peak are
 one chunk's, not the batch's (per-layer checkpoints still held every layer's input for all
 rows and a whole layer's intermediates: the larger half of the `paper` model's peak)."""
-
-SHORT_SEQUENCE = 64
-"""At or below this many positions in bf16/fp16, attention runs as two explicit matmuls:
-on CPU, the fused kernel is ~3x slower than that for the byte-level decoder's many
-16-position sequences (measured; in fp32 the fused kernel wins and is kept)."""
-
-
-class _CPUAttentionProbs(torch.autograd.Function):
-    """Scale, causal mask, softmax and dropout of attention scores in one pass each way
-    (`bgpt.kernels.attention_probs`), with the roundings and the dropout mask of the
-    operations one by one (below in `explicit_causal_attention`)."""
-
-    @staticmethod
-    def forward(ctx, scores: torch.Tensor, scale: float, p: float) -> torch.Tensor:
-        ctx.seed = _draw_seed() if p else 0
-        ctx.scale, ctx.p = scale, p
-        out, probs = kernels.attention_probs(scores, scale, ctx.seed, p)
-        ctx.save_for_backward(probs)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (probs,) = ctx.saved_tensors
-        return kernels.attention_probs_backward(grad, probs, ctx.scale, ctx.seed, ctx.p), None, None
-
-
-def explicit_causal_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float, training: bool
-) -> torch.Tensor:
-    """Causal attention as matmuls: (B, heads, T, hd) x3 -> (B, heads, T, hd); softmax in fp32.
-    The fused kernel's math, used where it is faster on CPU: short bf16 sequences, and any
-    training with attention dropout (the fused CPU kernel has none and falls back to this)."""
-    t, scale = q.shape[-2], 1.0 / math.sqrt(q.shape[-1])
-    att = q @ k.transpose(-2, -1)  # (B, heads, T, T)
-    if att.device.type == "cpu" and kernels.supports(att) and not torch.compiler.is_compiling():
-        return _CPUAttentionProbs.apply(att, scale, p if training else 0.0) @ v
-    att = att * scale
-    causal = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
-    att = att.masked_fill(~causal, float("-inf")).softmax(-1, dtype=torch.float32).to(q.dtype)
-    att = dropout(att, p, training)
-    return att @ v
 
 
 class CausalSelfAttention(nn.Module):
@@ -455,9 +63,10 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).view(b, t, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
         drop = self.dropout if self.training else 0.0
         if kv is None and (
-            (t <= SHORT_SEQUENCE and q.dtype != torch.float32) or (drop and q.device.type == "cpu")
+            (t <= ops.SHORT_SEQUENCE and q.dtype != torch.float32)
+            or (drop and q.device.type == "cpu")
         ):  # the fused CPU kernel has no dropout: it would fall back to this math, slower
-            y = explicit_causal_attention(q, k, v, drop, self.training)
+            y = ops.explicit_causal_attention(q, k, v, drop, self.training)
         elif kv is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
         else:  # cached: attend to the row's past and the new positions (mask from the plan)
@@ -746,7 +355,7 @@ class BGPT(nn.Module):
             ]
             feats, targets, context, rows = feats[pick], targets[pick], context[pick], rows[pick]
         n = len(targets)
-        pad = (-n) % ROW_BUCKET if self.training else 0
+        pad = (-n) % ROW_BUCKET if self.training and feats.device.type == "cpu" else 0
         if pad:  # round the rows up: few distinct shapes keep CPU kernel caches (and RSS) bounded
             feats = torch.cat([feats, feats.new_zeros(pad, feats.shape[1])])
             targets = torch.cat([targets, targets.new_full((pad, targets.shape[1]), PAD)])

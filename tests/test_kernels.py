@@ -85,7 +85,7 @@ def test_gelu_kernel_matches_aten(n):
 
 @needs_numba
 def test_model_gelu_and_its_gradient_through_autograd():
-    from bgpt.model import gelu
+    from bgpt.ops import gelu
 
     x = (torch.randn(300, 256) * 3).requires_grad_()
     y = gelu(x)
@@ -115,7 +115,7 @@ def test_residual_dropout_kernel_equals_add_of_reference(dtype, n):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 def test_model_residual_dropout_equals_the_two_operations(dtype):
     """The fused residual sum draws the mask `dropout` draws under the same seed."""
-    from bgpt.model import dropout, residual_dropout
+    from bgpt.ops import dropout, residual_dropout
 
     x0, y0 = torch.randn(64, 40, 96), torch.randn(64, 40, 96).to(dtype)
     results = []
@@ -147,7 +147,7 @@ def test_attention_probs_kernel_matches_the_operations_one_by_one(monkeypatch, d
     """The fused scale/mask/softmax/dropout against `explicit_causal_attention`'s ATen steps with
     the numpy dropout rule (kernels switched off): the same mask, outputs and gradients within
     float32 rounding (fp32) or a few bf16 ulps."""
-    import bgpt.model as model
+    import bgpt.ops as ops
 
     torch.manual_seed(1)
     q, k, v, g = (torch.randn(shape).to(dtype) for _ in range(4))
@@ -157,7 +157,7 @@ def test_attention_probs_kernel_matches_the_operations_one_by_one(monkeypatch, d
             monkeypatch.setattr(kernels, "supports", lambda t: False)
         leaves = [x.clone().requires_grad_() for x in (q, k, v)]
         torch.manual_seed(5)
-        y = model.explicit_causal_attention(*leaves, p, True)
+        y = ops.explicit_causal_attention(*leaves, p, True)
         y.backward(g)
         results.append([y.detach()] + [x.grad for x in leaves])
     tol = 1e-6 if dtype == torch.float32 else 4e-3
@@ -204,7 +204,7 @@ def test_bias_gelu_kernels_match_aten(dtype, shape):
 def test_model_linear_gelu_equals_gelu_of_linear():
     """The bias moved from the matmul into the GELU kernel: values and gradients within bf16
     rounding of gelu(fc(x)) under the same autocast, the bias gradient as precise or better."""
-    import bgpt.model as model
+    import bgpt.ops as ops
 
     torch.manual_seed(0)
     fc = torch.nn.Linear(96, 384)
@@ -214,7 +214,7 @@ def test_model_linear_gelu_equals_gelu_of_linear():
         x = x0.clone().requires_grad_()
         fc.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            y = model.linear_gelu(x, fc) if fused else F.gelu(fc(x), approximate="tanh")
+            y = ops.linear_gelu(x, fc) if fused else F.gelu(fc(x), approximate="tanh")
         assert (y.grad_fn.name() == "_CPUBiasGELUBackward") == fused
         y.backward(g.bfloat16())
         results.append([y.detach().float(), x.grad, fc.weight.grad.clone(), fc.bias.grad.clone()])
@@ -224,7 +224,7 @@ def test_model_linear_gelu_equals_gelu_of_linear():
         torch.no_grad(),
         torch.autocast("cpu", dtype=torch.bfloat16),
     ):  # not training: the plain operations
-        assert torch.equal(model.linear_gelu(x0, fc), F.gelu(fc(x0), approximate="tanh"))
+        assert torch.equal(ops.linear_gelu(x0, fc), F.gelu(fc(x0), approximate="tanh"))
 
 
 @needs_numba
@@ -256,10 +256,10 @@ def test_model_layer_norm_equals_cast_of_aten_layer_norm():
     """Under CPU bf16 autocast in training, a block's LayerNorm writes bf16 (what the Linear
     after it casts to): equal to the cast of ATen's fp32 output but for one-ulp roundings, the
     same gradients within fp32 rounding."""
-    import bgpt.model as model
+    import bgpt.ops as ops
 
     torch.manual_seed(0)
-    ln = model.LayerNorm(96)
+    ln = ops.LayerNorm(96)
     torch.nn.init.normal_(ln.weight)
     torch.nn.init.normal_(ln.bias)
     x0, g = torch.randn(20, 30, 96) * 2, torch.randn(20, 30, 96).bfloat16()
@@ -313,23 +313,23 @@ def test_model_linear_equals_autocast_f_linear(monkeypatch, rows, n, k, bias):
     output and input gradient bit for bit; the weight gradient is the same product in another
     memory layout (which of them `weight_gradient` takes depends on the shape), equal up to
     one-bf16-ulp roundings; the bias gradient is summed in fp32, not rounded to bf16."""
-    import bgpt.model as model
+    import bgpt.ops as ops
 
     monkeypatch.setattr(
-        model, "TRANSPOSE_ROWS", 4096
+        ops, "TRANSPOSE_ROWS", 4096
     )  # reach the transposing branch with small tensors
     torch.manual_seed(0)
     x0, w0 = torch.randn(rows // 100, 100, k), torch.randn(n, k) * 0.05
     b0, g = torch.randn(n) if bias else None, torch.randn(rows // 100, 100, n).bfloat16()
     results = []
-    for f in (model.linear, F.linear):
+    for f in (ops.linear, F.linear):
         x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
         b = b0.clone().requires_grad_() if bias else None
         with torch.autocast("cpu", dtype=torch.bfloat16):
             y = f(x, w, b)
         y.backward(g)
         results.append((y.detach(), x.grad, w.grad, b.grad if bias else None))
-        assert (y.grad_fn.name() == "_CPULinearBackward") == (f is model.linear)
+        assert (y.grad_fn.name() == "_CPULinearBackward") == (f is ops.linear)
     (y1, dx1, dw1, db1), (y2, dx2, dw2, db2) = results
     assert torch.equal(y1, y2) and torch.equal(dx1, dx2) and dx1.dtype == torch.float32
     if bias:
@@ -351,7 +351,7 @@ def test_model_linear_equals_autocast_f_linear(monkeypatch, rows, n, k, bias):
         torch.no_grad(),
         torch.autocast("cpu", dtype=torch.bfloat16),
     ):  # not training: F.linear itself
-        assert torch.equal(model.linear(x0, w0), F.linear(x0, w0))
+        assert torch.equal(ops.linear(x0, w0), F.linear(x0, w0))
 
 
 @needs_numba

@@ -235,7 +235,7 @@ def test_checkpointed_byte_chunks_same_loss_and_gradients(tiny_config, monkeypat
 
 def test_cpu_dropout_rate_scale_and_gradient():
     from bgpt.kernels import KEEP_LEVELS
-    from bgpt.model import dropout
+    from bgpt.ops import dropout
 
     x = torch.randn(64, 33, requires_grad=True)
     torch.manual_seed(3)
@@ -273,7 +273,7 @@ def test_training_attention_dropout_uses_the_explicit_path():
 
 
 def test_short_attention_matches_fused_kernel():
-    from bgpt.model import explicit_causal_attention
+    from bgpt.ops import explicit_causal_attention
 
     q, k, v = (torch.randn(3, 2, 16, 8) for _ in range(3))
     fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
