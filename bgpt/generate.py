@@ -60,6 +60,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -70,9 +71,11 @@ from bgpt.device import DTYPES, autocast
 from bgpt.errors import BGPTError
 from bgpt.fused import FusedStep
 from bgpt.fused import available as fused_available
-from bgpt.model import BGPT
 from bgpt.stream import PAD, conversion_prompt, header_patch
 from bgpt.validation import check_fields
+
+if TYPE_CHECKING:  # the model imports this module (BGPT.generate); this one needs no model class
+    from bgpt.model import BGPT
 
 ENGINES = ("cached", "uncached", "reference")
 STOP_END, STOP_CONTEXT, STOP_MAX_BYTES = "end", "context", "max_bytes"
@@ -198,6 +201,15 @@ def _resolve_dtype(dtype, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def is_generative(model) -> bool:
+    """A generative bGPT: both decoders (a classifier has no byte-level decoder)."""
+    return (
+        isinstance(model, torch.nn.Module)
+        and hasattr(model, "byte_decoder")
+        and hasattr(model, "patch_decoder")
+    )
+
+
 class Generation:
     """One batched run: prompts (symbol streams) in, the bytes of every sample out.
 
@@ -223,7 +235,7 @@ class Generation:
         logits_hook: Callable[[list[int], torch.Tensor], None] | None = None,
         fused: bool = True,
     ):
-        if not isinstance(model, BGPT):
+        if not is_generative(model):
             kind = (
                 "a classifier"
                 if getattr(getattr(model, "config", None), "is_classifier", False)

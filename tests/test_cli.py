@@ -79,3 +79,55 @@ def test_help_loads_no_torch():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stderr.strip().splitlines()[-1] == "([0, 0, 0, 0, 0], False)"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """bgpt module -> the bgpt modules it imports anywhere in its source (functions included)."""
+    graph: dict[str, set[str]] = {}
+    for path in ROOT.rglob("*.py"):
+        name = ".".join(("bgpt", *path.relative_to(ROOT).with_suffix("").parts)).removesuffix(
+            ".__init__"
+        )
+        deps = set()
+        tree = ast.parse(path.read_text())
+        for block in [
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING"
+        ]:
+            block.body = []  # imports for type hints only are not imports at run time
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bgpt"):
+                deps |= {
+                    f"{node.module}.{a.name}" if node.module == "bgpt" else node.module
+                    for a in node.names
+                }
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("bgpt")}
+        graph[name] = {d for d in deps if d != name}
+    return {m: {d for d in deps if d in graph} for m, deps in graph.items()}
+
+
+def test_one_way_down():
+    """The core (outside tasks/ and commands/) imports no task and no command, and no bgpt
+    modules import each other in a cycle."""
+    graph = import_graph()
+    top = ("bgpt.tasks", "bgpt.commands", "bgpt.cli", "bgpt.__main__")
+    for module, deps in graph.items():
+        if not module.startswith(top):
+            assert not [d for d in deps if d.startswith(top)], module
+    seen, stack = set(), []
+
+    def visit(m):
+        assert m not in stack, " -> ".join([*stack[stack.index(m) :], m])
+        if m in seen:
+            return
+        stack.append(m)
+        for d in graph[m]:
+            if d != "bgpt":  # the package's lazy __init__ imports nothing at import time
+                visit(d)
+        stack.pop()
+        seen.add(m)
+
+    for m in graph:
+        visit(m)

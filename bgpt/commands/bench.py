@@ -77,7 +77,9 @@ def bench_run(args: argparse.Namespace) -> int:
         "torch": torch.__version__,
     }
     if args.what == "data":
-        result = bench.bench_data(args.nbytes)
+        from bgpt.tasks.cpu.data import bench_data
+
+        result = bench_data(args.nbytes)
     else:
         if args.what == "generate":
             config = config.replace(

@@ -229,3 +229,38 @@ def true_trace(data: bytes, start_state: bytes | None = None) -> list[bytes]:
         if len(start_state) != STATE_SIZE:
             raise InvalidInstanceError(f"a state is {STATE_SIZE} bytes, got {len(start_state)}")
     return run_program(memory, start_state[ACC_INDEX], list(start_state[REGS_SLICE]))
+
+
+def bench_data(n: int, max_len: int = 255) -> dict:
+    """CPU-state generator instances/s and packed-set read + stream + collate bytes/s."""
+    import tempfile
+
+    import numpy as np
+
+    from bgpt.bench import peak_rss_mb
+    from bgpt.data import PackedSet, PackWriter, StreamDataset
+    from bgpt.stream import collate
+    from bgpt.tasks.cpu.simulator import random_programs, random_start, simulate_batch
+
+    t = time.perf_counter()
+    rng = np.random.default_rng(0)
+    memory, _ = random_programs(rng, n, 1, max_len)
+    batch = simulate_batch(memory, random_start(rng, n))
+    gen_s = time.perf_counter() - t
+    with tempfile.TemporaryDirectory() as tmp:
+        with PackWriter(tmp) as w:
+            for i in range(n):
+                w.add(f"{i}.bin", batch.instance(i))
+        ds = StreamDataset(PackedSet(tmp), 16, 512)
+        t = time.perf_counter()
+        total = 0
+        for k in range(0, n, 8):
+            b = collate([ds.train_example(i, 0, 0).stream for i in range(k, min(n, k + 8))])
+            total += b.num_bytes
+        read_s = time.perf_counter() - t
+    return {
+        "instances_per_s": n / gen_s,
+        "bytes_per_s": total / read_s,
+        "peak_rss_mb": peak_rss_mb(),
+        "mfu": None,
+    }
