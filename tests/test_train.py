@@ -10,6 +10,7 @@ import torch
 
 import bgpt
 from bgpt.cli import main
+from bgpt.config import BGPTConfig
 from bgpt.data import (
     PackedSet,
     PackWriter,
@@ -543,3 +544,63 @@ def test_data_arguments_take_single_files(tmp_path, capsys):
     assert one["files"] == 2 and one["bytes"] == sum(Path(f).stat().st_size for f in files)
     assert main(["eval", str(tmp_path / "run"), files[0], str(data), "--json"]) == 0  # mixed
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["files"] == 7
+
+
+def test_golden_loss_curve(tmp_path, one_thread):
+    """30 steps of a tiny fp32 run reproduce the recorded loss curve (tests/golden/loss_tiny.txt)
+    within 0.2 %: the same data order, initialisation, schedule and arithmetic. A silent change in
+    any of them moves the curve by far more (one learning-rate step: several %)."""
+    golden = [
+        tuple(map(float, line.split()))
+        for line in (Path(__file__).parent / "golden" / "loss_tiny.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    data = make_text_folder(tmp_path / "d", 16)
+    run_training(cfg(tmp_path, data, steps=30, save_every=1000, eval_max_files=2))
+    rows = [r for r in read_metrics(tmp_path / "run") if "loss" in r]
+    assert [r["step"] for r in rows] == [int(s) for s, _ in golden]
+    np.testing.assert_allclose([r["loss"] for r in rows], [loss for _, loss in golden], rtol=2e-3)
+
+
+def test_bf16_training_step_same_with_and_without_kernels(monkeypatch):
+    """One bf16 CPU training step (dropout on, so every kernel runs: linear, bias-GELU, LayerNorm,
+    dropout, residual, attention probabilities) gives the loss and gradients of the plain ATen
+    ops within bf16 rounding."""
+    pytest.importorskip("numba")
+    from bgpt import kernels
+    from bgpt.model import BGPT
+    from bgpt.stream import collate, encode
+
+    config = BGPTConfig(
+        patch_size=16,
+        max_patches=8,
+        hidden_size=64,
+        heads=2,
+        patch_layers=2,
+        byte_layers=1,
+        dropout=0.1,
+    )
+    g = np.random.default_rng(0)
+    batch = collate(
+        [encode(g.integers(0, 256, n, dtype=np.uint8).tobytes(), "bin", 16) for n in (70, 40, 90)]
+    )
+    results = []
+    for on in (True, False):
+        if not on:
+            monkeypatch.setattr(kernels, "supports", lambda t: False)
+        torch.manual_seed(0)
+        model = BGPT(config).train()
+        torch.manual_seed(1)  # the same dropout seeds drawn on both paths
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(batch.patches, batch.mask).loss
+        loss.backward()
+        results.append((float(loss), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (loss_k, grads_k), (loss_p, grads_p) = results
+    assert any(not torch.equal(grads_k[n], grads_p[n]) for n in grads_k)  # two computations ran
+    assert loss_k == pytest.approx(loss_p, rel=2**-7)
+    for name, gk in grads_k.items():
+        gp = grads_p[name]
+        scale = gp.abs().max().clamp_min(1e-12)
+        assert float((gk - gp).abs().max() / scale) < 0.05, (
+            name
+        )  # a few bf16 ulps of the largest entry
