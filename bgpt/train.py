@@ -40,7 +40,7 @@ from bgpt.errors import BGPTError
 from bgpt.evaluate import evaluate_classifier, evaluate_generative
 from bgpt.files import FolderLock, atomic_write, atomic_write_text, check_output_folder
 from bgpt.model import BGPT, BGPTClassifier, build_model
-from bgpt.stream import ROLE_NONE, collate
+from bgpt.stream import PAD, ROLE_NONE, collate
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class GenerativeTask:
         out = model(batch.patches, self._targets(batch), sample_patches=self.sample_patches)
         roles = batch.roles[:, 1:].reshape(-1, batch.patches.shape[-1])[out.rows]  # (N, S)
         scored = roles != ROLE_NONE
-        data = scored & (batch.patches[:, 1:].reshape(-1, batch.patches.shape[-1])[out.rows] != 256)
+        data = scored & (batch.patches[:, 1:].reshape(-1, batch.patches.shape[-1])[out.rows] != PAD)
         return out.nll.sum(), {
             "bits": float(out.nll.detach()[scored].sum()) / LN2,
             "data_bytes": int(data.sum()),
@@ -552,20 +552,7 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
             lr = lr_at(step, total, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            slots = items_for_step(step, global_batch, len(train_set), cfg.seed)
-            micro_batches = []
-            for m in range(cfg.grad_accum):
-                mine = slots[m * micro + rank * per_rank : m * micro + (rank + 1) * per_rank]
-                examples = [train_set.train_example(item, cfg.seed, epoch) for epoch, item in mine]
-                labels_t = torch.tensor([e.label for e in examples], device=device)
-                micro_batches.append(
-                    (
-                        collate(
-                            [e.stream for e in examples], bucket=16, max_patches=config.max_patches
-                        ).to(device),
-                        labels_t,
-                    )
-                )
+            micro_batches = step_batches(train_set, step, cfg, micro, per_rank, rank, device)
             units = torch.tensor(float(sum(task.units(b) for b, _ in micro_batches)), device=device)
             if world > 1:
                 dist.all_reduce(units)
@@ -711,14 +698,7 @@ def _time_trial_steps(
     for step in range(trials):
         synchronize(device)
         t0 = time.time()
-        slots = items_for_step(step, cfg.batch_size, len(train_set), cfg.seed)
-        for m in range(cfg.grad_accum):
-            mine = slots[m * micro + rank * per_rank : m * micro + (rank + 1) * per_rank]
-            examples = [train_set.train_example(item, cfg.seed, epoch) for epoch, item in mine]
-            batch = collate(
-                [e.stream for e in examples], bucket=16, max_patches=train_set.max_patches
-            ).to(device)
-            labels = torch.tensor([e.label for e in examples], device=device)
+        for batch, labels in step_batches(train_set, step, cfg, micro, per_rank, rank, device):
             with autocast(device, dtype):
                 loss, _ = task.loss_sum(trial, batch, labels)
             loss.backward()
@@ -729,6 +709,28 @@ def _time_trial_steps(
     set_rng_state(saved_rng, device)  # the real run starts from the same random state
     del trial, opt
     return float(np.median(times[1:]))
+
+
+def step_batches(
+    train_set: StreamDataset,
+    step: int,
+    cfg: TrainConfig,
+    micro: int,
+    per_rank: int,
+    rank: int,
+    device,
+) -> list[tuple]:
+    """This process's micro-batches of optimizer step `step`: (Batch, labels) for each of the
+    grad_accum micro-steps, its share of each (the global batch's slots are a pure function of
+    the step, so a resumed run sees the same data)."""
+    slots = items_for_step(step, cfg.batch_size, len(train_set), cfg.seed)
+    out = []
+    for m in range(cfg.grad_accum):
+        mine = slots[m * micro + rank * per_rank : m * micro + (rank + 1) * per_rank]
+        examples = [train_set.train_example(item, cfg.seed, epoch) for epoch, item in mine]
+        batch = collate([e.stream for e in examples], bucket=16, max_patches=train_set.max_patches)
+        out.append((batch.to(device), torch.tensor([e.label for e in examples], device=device)))
+    return out
 
 
 def _evaluate(

@@ -23,7 +23,7 @@ import torch
 
 from bgpt.device import autocast
 from bgpt.model import BGPT
-from bgpt.stream import collate, encode
+from bgpt.stream import PAD, collate, encode
 from bgpt.tasks.cpu.isa import (
     FIRST_STATE_PATCH,
     IR_SLICE,
@@ -100,7 +100,7 @@ def one_step_predictions(
     model: BGPT, instances: list[Instance], batch_size: int = 8, dtype=torch.float32
 ) -> list[np.ndarray]:
     """For each instance, states 1..n predicted from the true trace before each (greedy
-    within the state): (n, 16) uint8, or 256 where the model wrote the end symbol."""
+    within the state): (n, 16) uint8, or PAD (256) where the model wrote the end symbol."""
     device = next(model.parameters()).device
     s = model.config.patch_size
     if s != STATE_SIZE:
@@ -122,7 +122,7 @@ def one_step_predictions(
                 FIRST_STATE_PATCH, FIRST_STATE_PATCH + n, device=device
             )  # patch of state j-1 predicts state j
             f, context = feats[b, rows], batch.patches[b, rows]
-            pred = torch.full((n, s), 256, dtype=torch.long, device=device)
+            pred = torch.full((n, s), PAD, dtype=torch.long, device=device)
             for t in range(s):  # greedy, byte by byte, every state at once
                 with autocast(device, dtype):
                     logits = model.byte_decoder(f, pred, context)[:, t]
