@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from bgpt.errors import BGPTError
-from bgpt.tasks.cpu import cli, data
+from bgpt.tasks.cpu import data
 from bgpt.tasks.cpu import simulator as sim
 from bgpt.tasks.cpu.assembler import assemble
 
@@ -217,9 +217,11 @@ def test_cli_errors(tmp_path, monkeypatch, argv, message):
         run_cli("cpu", *argv)
 
 
-def test_standalone_cli_prints_one_line(tmp_path, capsys):
-    argv = ["generate", "--out", str(tmp_path / "g"), "--min-len", "5", "--max-len", "4"]
-    assert cli._standalone(argv) == 2
+def test_cpu_errors_are_one_line(tmp_path, capsys):
+    from bgpt.cli import main
+
+    argv = ["cpu", "generate", "--out", str(tmp_path / "g"), "--min-len", "5", "--max-len", "4"]
+    assert main(argv) == 2
     assert capsys.readouterr().err.splitlines() == [
-        "bgpt cpu generate: error: program lengths must satisfy 1 <= min-len <= max-len <= 255, got min-len=5 max-len=4"
+        "bgpt cpu: error: program lengths must satisfy 1 <= min-len <= max-len <= 255, got min-len=5 max-len=4"
     ]
