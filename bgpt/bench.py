@@ -57,9 +57,8 @@ def matmul_peak(
 ) -> float:
     """FLOP/s of a large square matmul in `dtype` (the machine's practical peak): the best of
     `reps`, not their median, since on a shared machine a slow moment during this measurement
-    inflated the MFU (medians of 1.3 and 2.5 TFLOP/s were measured minutes apart here).
-    n = 2048 on CPU; 8192 on CUDA, where 2048 is too small to fill a large GPU (an H100 ran
-    2048^2 bf16 at 340-440 TFLOP/s and 8192^2 at ~800)."""
+    inflated the MFU (docs/benchmarks.md). n = 2048 on CPU; 8192 on CUDA, where 2048 is too
+    small to fill a large GPU (about half of an H100's peak)."""
     n = n or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)

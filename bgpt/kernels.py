@@ -2,11 +2,11 @@
 bias), dropout, the residual sum with dropout, the attention probabilities, LayerNorm, column
 sums and a transpose.
 
-On the benchmark CPU (2 cores) these were the largest costs of a `paper` training step after
-the matmuls: ATen's bf16 tanh-GELU computes its tanh slowly (50 ms for the 53 M elements of
-one byte-level MLP, forward; a bf16 multiply of the same tensor takes 12 ms), and dropout
-took five passes over memory (draw, compare, scale, select; forward and backward). Here each
-is one pass, split over torch's thread count, bf16 or fp32 in and out, fp32 arithmetic.
+These were the largest costs of a `paper` training step on a CPU after the matmuls: ATen's
+bf16 tanh-GELU computes its tanh slowly (several times a bf16 multiply of the same tensor), and
+dropout took five passes over memory (draw, compare, scale, select; forward and backward).
+Here each is one pass, split over torch's thread count, bf16 or fp32 in and out, fp32
+arithmetic. The measurements behind each kernel are in docs/benchmarks.md (sessions 5 and 6).
 
 - `gelu` / `gelu_backward`: GPT-2's tanh approximation, the formula ATen uses; the tanh is a
   rational approximation accurate to a few fp32 ulps (Eigen's), so bf16 results equal
@@ -414,7 +414,7 @@ if numba is not None:
         cols, block = (
             x.shape[1],
             64,
-        )  # 64 x 64 tiles: each tile's rows and columns stay in cache (16: 45 ms, 32: 26, 64: 20, 128: 29 for 65536 x 768 bf16)
+        )  # 64 x 64 tiles: each tile's rows and columns stay in cache (tile sizes: docs/benchmarks.md)
         for r0 in range(start, stop, block):
             r1 = min(r0 + block, stop)
             for c0 in range(0, cols, block):
@@ -578,8 +578,8 @@ def layer_norm_backward(
 
 def column_sums(x: torch.Tensor) -> torch.Tensor:
     """x.sum(0) of a 2-D bf16 or fp32 x, summed in fp32 over blocks of rows, then the blocks: a
-    Linear's bias gradient. ATen's bf16 column sum of a wide matrix ran at a third of this
-    (13-15 ms for 16384 x 3072 on the benchmark CPU)."""
+    Linear's bias gradient. ATen's bf16 column sum of a wide matrix ran at a third of this speed
+    (docs/benchmarks.md)."""
     return _block_sums(_column_sums, x, _flat(x).reshape(x.shape))
 
 
@@ -670,8 +670,8 @@ def attention_probs_backward(
 
 
 def transpose(x: torch.Tensor) -> torch.Tensor:
-    """x.t().contiguous() of a 2-D bf16 or fp32 tensor in tiles (ATen's copy takes 3-6x longer:
-    29 vs 4.5 ms for 16384 x 768 bf16 on the benchmark CPU)."""
+    """x.t().contiguous() of a 2-D bf16 or fp32 tensor in tiles (ATen's copy took several times
+    longer; docs/benchmarks.md)."""
     rows, cols = x.shape
     out = x.new_empty(cols, rows)
     _run(

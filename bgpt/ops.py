@@ -153,11 +153,11 @@ TRANSPOSE_ROWS = 8192
 def weight_gradient(dy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """dy^T @ x for dy (M, N) and x (M, K): a Linear's weight gradient, (N, K).
 
-    oneDNN multiplies a transposed left operand at ~1.0-1.2 TFLOP/s in bf16 on the benchmark
-    CPU, and the same product of operands laid out transposed in memory at 1.6-2.5: for
-    65536 rows, 312 ms against 185 for the byte-level MLP's input layer. So over many rows,
-    the narrower of a wide/narrow pair is transposed first (`kernels.transpose`, a few ms);
-    below that, of the two orders of the plain product, the one measured faster."""
+    oneDNN multiplies a transposed left operand in bf16 at about half the speed of the same
+    product with its operands laid out transposed in memory (docs/benchmarks.md, session 6).
+    So over many rows, the narrower of a wide/narrow pair is transposed first
+    (`kernels.transpose`, cheap beside the product); below that, of the two orders of the plain
+    product, the one measured faster."""
     m, n = dy.shape
     k = x.shape[1]
     if (
@@ -248,8 +248,8 @@ class _CPUBiasGELU(torch.autograd.Function):
 def linear_gelu(x: torch.Tensor, fc: nn.Linear) -> torch.Tensor:
     """gelu(fc(x)). In CPU bf16 autocast training, the bias is added in the GELU kernel and its
     gradient summed in the GELU's backward kernel (`kernels.bias_gelu`): the matmul runs
-    without the bias (an addmm first copies the bias into its whole output, ~10 ms for the
-    byte-level MLP at batch 2) and no separate column sum reads the gradient again (~13 ms).
+    without the bias (an addmm first copies the bias into its whole output) and no separate
+    column sum reads the gradient again (docs/benchmarks.md, session 6).
     The values: the matmul's output rounded to bf16 before the bias (in bf16, as autocast
     casts it) is added in fp32, not after; within bf16 rounding of `gelu(fc(x))`."""
     if fc.bias is not None and _cpu_bf16_training(x, fc.weight):
