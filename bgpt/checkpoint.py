@@ -248,7 +248,7 @@ def load_reference(path: str | Path) -> BGPT | BGPTClassifier:
     ):  # weights_only refused a Python object: never load it another way
         if not zipfile.is_zipfile(path):
             raise CheckpointError(
-                f"{path}: this is not a PyTorch checkpoint (no torch.save archive)"
+                f"{path}: this is not a loadable PyTorch checkpoint (not a torch.save archive)"
             ) from None
         raise CheckpointError(
             f"{path}: holds Python objects besides tensors; bgpt reads checkpoints weights-only "

