@@ -152,7 +152,10 @@ def test_cpu_run_and_evaluate_cli(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_end_to_end_tiny(tmp_path, capsys):
+    from bgpt.cli import configure_logging
     from bgpt.tasks.cpu.demo import DemoConfig, run_demo
+
+    configure_logging()  # the report goes through the bgpt logger, as `bgpt demo` shows it
 
     r = run_demo(
         DemoConfig(
