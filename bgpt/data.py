@@ -335,6 +335,17 @@ def split_holdout(files: FileSet, fraction: float, seed: int = 0) -> tuple[FileS
     return SubSet(files, np.flatnonzero(~held)), SubSet(files, np.flatnonzero(held))
 
 
+def train_eval_files(
+    data: Iterable[str | Path], eval: Iterable[str | Path], fraction: float, seed: int
+) -> tuple[FileSet, FileSet]:
+    """A run's training and evaluation files: `eval` when given, else a held-out part of `data`
+    (`split_holdout`). Training and anything that must see the same files (a classifier's
+    baselines) call this."""
+    files = open_files(data)
+    eval = list(eval)
+    return (files, open_files(eval)) if eval else split_holdout(files, fraction, seed=seed)
+
+
 # --------------------------------------------------------------------------- pairs and labels
 
 

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from bgpt.checkpoint import load, save_pretrained
 from bgpt.config import MAX_BATCH, MODEL_FIELDS, BGPTConfig, TrainConfig, resolve_config  # noqa: F401 - re-exported
-from bgpt.data import StreamDataset, label_of, open_files, split_holdout
+from bgpt.data import StreamDataset, label_of, train_eval_files
 from bgpt.device import autocast, resolve_device, resolve_dtype, synchronize
 from bgpt.errors import BGPTError
 from bgpt.evaluate import evaluate_classifier, evaluate_generative
@@ -426,11 +426,7 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
     per_rank = micro // world
 
     # data
-    files = open_files(cfg.data)
-    if cfg.eval:
-        train_files, eval_files = files, open_files(cfg.eval)
-    else:
-        train_files, eval_files = split_holdout(files, cfg.eval_fraction, seed=cfg.seed)
+    train_files, eval_files = train_eval_files(cfg.data, cfg.eval, cfg.eval_fraction, cfg.seed)
     labels = None
     if cfg.task == "classify":
         labels = sorted({label_of(n) for n in train_files.names})

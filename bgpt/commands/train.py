@@ -130,7 +130,7 @@ def eval_add_arguments(p: argparse.ArgumentParser) -> None:
 def _baseline_train_files(args: argparse.Namespace):
     """The files a classifier's baselines are fitted on: --baseline-train, else the training
     files recorded in the run folder (its --data less the held-out part, as training split it)."""
-    from bgpt.data import open_files, split_holdout
+    from bgpt.data import open_files, train_eval_files
 
     if args.baseline_train:
         return open_files(args.baseline_train)
@@ -145,10 +145,9 @@ def _baseline_train_files(args: argparse.Namespace):
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None  # a saved model or a .pth: nothing recorded
-    if not data or not all(Path(d).exists() for d in data):
+    if not data or not all(Path(d).exists() for d in [*data, *(held_out or [])]):
         return None
-    files = open_files(data)
-    return files if held_out else split_holdout(files, fraction, seed)[0]
+    return train_eval_files(data, held_out or [], fraction, seed)[0]
 
 
 def classification_report_baselines(
