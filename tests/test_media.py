@@ -17,6 +17,7 @@ import pytest
 from bgpt.cli import main
 from bgpt.errors import BGPTError
 from bgpt.tasks import media
+from bgpt.tasks.media import convert, filetypes, sets
 
 PIL = pytest.importorskip("PIL.Image", reason="media tests need Pillow (pip install 'bgpt[media]')")
 pytest.importorskip("scipy.signal", reason="media tests need scipy")
@@ -234,7 +235,7 @@ def test_spectrogram_tone_lands_in_its_band(tmp_path):
     for freq in (250, 1000, 3000):
         px = check_bmp(media.spectrogram_bmp(tone(freq, 8000, 1.0)))
         assert (px[..., 0] == px[..., 1]).all() and (px[..., 1] == px[..., 2]).all()  # grey
-        band = int(np.argmax(media._mel_filters(32, 512, 8000)[:, round(freq / 8000 * 512)]))
+        band = int(np.argmax(convert._mel_filters(32, 512, 8000)[:, round(freq / 8000 * 512)]))
         rows = px[..., 0].astype(int).sum(axis=1)
         assert abs(int(np.argmax(rows)) - (31 - band)) <= 1  # low frequencies at the bottom
     silence = check_bmp(media.spectrogram_bmp(np.zeros(8000, np.float32)))
@@ -257,12 +258,12 @@ def test_spectrogram_cli(tmp_path):
 
 
 def test_split_helpers_are_deterministic():
-    assert [media._test_count(n, 0.2) for n in (1, 2, 5, 10, 100)] == [0, 1, 1, 2, 20]
-    assert media._unit("a", 1) == media._unit("a", 1) != media._unit("a", 2)
+    assert [sets._test_count(n, 0.2) for n in (1, 2, 5, 10, 100)] == [0, 1, 1, 2, 20]
+    assert sets._unit("a", 1) == sets._unit("a", 1) != sets._unit("a", 2)
     keys = {"x": list(range(50)), "y": list(range(7))}
-    a = media._stratified(keys, 0.2, 0, "t", None)
-    assert a == media._stratified(keys, 0.2, 0, "t", None)
-    assert a != media._stratified(keys, 0.2, 1, "t", None)
+    a = sets._stratified(keys, 0.2, 0, "t", None)
+    assert a == sets._stratified(keys, 0.2, 0, "t", None)
+    assert a != sets._stratified(keys, 0.2, 1, "t", None)
     for train, test in a.values():
         assert not set(train) & set(test)
     assert [len(a[k][1]) for k in "xy"] == [10, 1]
@@ -443,10 +444,10 @@ def test_filetype_checks_and_groups(tmp_path):
     assert media.FILETYPES["python"][1](py.read_bytes(), py)
     py.write_text("print 'python 2'\n" * 5)
     assert not media.FILETYPES["python"][1](py.read_bytes(), py)
-    assert media._text_ok("é".encode() * 40 + "é".encode()[:1])  # a character cut at the end
-    assert not media._text_ok(b"abc\x00def")
-    assert media._candidate_label("/x/libfoo.so.6.0.1", "libfoo.so.6.0.1", "lib") == "elf"
-    assert media._candidate_label("/x/a.JSON", "a.JSON", "x") == "json"
+    assert filetypes._text_ok("é".encode() * 40 + "é".encode()[:1])  # a character cut at the end
+    assert not filetypes._text_ok(b"abc\x00def")
+    assert filetypes._candidate_label("/x/libfoo.so.6.0.1", "libfoo.so.6.0.1", "lib") == "elf"
+    assert filetypes._candidate_label("/x/a.JSON", "a.JSON", "x") == "json"
     g = media.SourceGroups(dpkg_root=str(tmp_path / "no-dpkg"))
     assert (
         g.of("/usr/lib/python3.11/email/parser.py")
@@ -489,7 +490,7 @@ def test_filetypes_set(filetypes_set):
         assert m["counts"]["train"][lab] >= 1 and m["counts"]["test"][lab] >= 1
     for rel, info in m["files"].items():
         data = (out / rel).read_bytes()
-        assert media.FT_MIN_BYTES <= len(data) <= media.DEFAULT_MAX_BYTES == 8160
+        assert filetypes.FT_MIN_BYTES <= len(data) <= media.DEFAULT_MAX_BYTES == 8160
         with open(info["source"], "rb") as f:
             assert data == f.read(8160)  # the head of the real file
         assert media.FILETYPES[rel.split("/")[1].split("_")[0]][1](data, Path(info["source"]))

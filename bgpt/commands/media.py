@@ -13,9 +13,8 @@ import json
 from pathlib import Path
 
 from bgpt.errors import BGPTError
+from bgpt.tasks.media.build import SETS
 from bgpt.validation import finite_float
-
-SETS = ("speech", "digits", "text", "filetypes")
 
 
 def media_add_arguments(p: argparse.ArgumentParser) -> None:
