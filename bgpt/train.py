@@ -482,6 +482,9 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
         evals = 1 + int(cfg.minutes * 60 / step_s) // cfg.save_every
         total = max(1, int((cfg.minutes * 60 * 0.97 - 2 * evals) / step_s))
         log(f"{step_s:.2f} s per step: {total} steps fit in {cfg.minutes:g} minutes")
+    # A few trial steps misjudge the pace (cold caches, step sizes that vary with the data):
+    # a --minutes run plans once more from its own pace after a tenth of its steps.
+    replan = bool(cfg.minutes) and not cfg.resume and not cfg.steps and not cfg.epochs
     model.train()
     optimizer = new_optimizer(_param_groups(model, cfg.weight_decay), cfg.lr)
     start, best = 0, None
@@ -541,8 +544,9 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
     last_eval: dict = {}
     step = start
     stats_acc: dict[str, float] = {}
+    deadline = t_start + cfg.minutes * 60 * 0.97
     try:
-        for step in range(start, total):
+        while step < total:
             t0 = time.time()
             lr = lr_at(step, total, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
             for group in optimizer.param_groups:
@@ -638,6 +642,21 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
                     plot_metrics(run)
                 if world > 1:
                     dist.barrier()
+            step = done
+            if (
+                replan and done == start + max(20, total // 10) < total
+            ):  # the same step on every rank
+                replan = False
+                total = _replan(done, start, t_start, time.time(), deadline)
+                if world > 1:  # every process takes rank 0's figure
+                    t = torch.tensor(total, device=device)
+                    dist.broadcast(t, 0)
+                    total = int(t)
+                bar.total = total
+                bar.refresh()
+                log(
+                    f"re-planned from the measured pace: {total} steps fit in {cfg.minutes:g} minutes"
+                )
     finally:
         bar.close()
         if metrics_file:
@@ -669,6 +688,13 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
         )
         log("\n".join(lines))
     return report, model
+
+
+def _replan(done: int, start: int, t_start: float, now: float, deadline: float) -> int:
+    """The total steps of a --minutes run that made steps start..done between t_start and now
+    (evaluations included): as many more as fit before `deadline` at that pace."""
+    pace = (now - t_start) / (done - start)
+    return done + max(1, int((deadline - now) / pace))
 
 
 def _time_trial_steps(

@@ -604,3 +604,30 @@ def test_bf16_training_step_same_with_and_without_kernels(monkeypatch):
         assert float((gk - gp).abs().max() / scale) < 0.05, (
             name
         )  # a few bf16 ulps of the largest entry
+
+
+def test_replan_fills_the_time_left_at_the_measured_pace():
+    from bgpt.train import _replan
+
+    # 20 steps in 10 s; 90 s left at 0.5 s a step: 180 more
+    assert _replan(20, 0, 100.0, 110.0, 200.0) == 200
+    # a resumed segment counts only its own steps; a run past its deadline takes one more
+    assert _replan(120, 100, 0.0, 40.0, 60.0) == 130
+    assert _replan(20, 0, 0.0, 50.0, 40.0) == 21
+
+
+def test_minutes_run_replans_when_the_trial_misjudges_the_pace(tmp_path, monkeypatch, caplog):
+    """A trial that reports a step 10x slower than it is plans too few steps; after a tenth
+    of them the run measures its own pace and fills its minutes."""
+    import bgpt.train as train_mod
+
+    monkeypatch.setattr(train_mod, "_time_trial_steps", lambda *a, **k: 0.15)
+    data = make_text_folder(tmp_path / "data")
+    c = cfg(tmp_path, data, steps=0, minutes=0.1, save_every=1000)
+    with caplog.at_level(logging.INFO, logger="bgpt"):
+        report, _ = run_training(c)
+    planned = int(caplog.text.split(" steps fit in 0.1 minutes")[0].rsplit(" ", 1)[1])
+    assert planned >= 21  # so the re-plan happens (at step max(20, planned // 10))
+    assert "re-planned from the measured pace" in caplog.text
+    assert report["steps"] > 2 * planned
+    assert [r["step"] for r in read_metrics(tmp_path / "run") if "loss" in r][-1] == report["steps"]
