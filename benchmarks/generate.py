@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 from bgpt.bench import machine  # noqa: E402
 from bgpt.config import resolve_config  # noqa: E402
-from bgpt.generate import generate_many  # noqa: E402
+from bgpt.generate import generate  # noqa: E402
 from bgpt.model import BGPT  # noqa: E402
 
 SIZES = {"256 B": 256, "1 KB": 1024, "4 KB": 4096, "8 KB": 8192}
@@ -48,7 +48,7 @@ def build(config_name: str, max_patches: int) -> BGPT:
 def run_case(model: BGPT, size: int, batch: int, dtype: str, engine: str) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) to generate batch x size bytes."""
     t, c = time.perf_counter(), time.process_time()
-    outs = generate_many(
+    outs = generate(
         model,
         [b""] * batch,
         "bin",

@@ -4,7 +4,7 @@
     python benchmarks/generate_ab.py /tmp/base --runs 6
 
 Loads `bgpt/generate.py` of the other checkout as a second module (the rest of the package is
-this one's), then times `generate_many` of both on the same random `small` model (4 KB, fp32,
+this one's), then times `generate` (`generate_many` before the options object) of both on the same random `small` model (4 KB, fp32,
 batch 1, one thread), alternating, and prints the medians. On a machine whose memory
 bandwidth drifts between runs, alternating in one process is what makes a 5 % change visible.
 """
@@ -45,7 +45,9 @@ def main() -> int:
 
     def rate(module) -> float:
         t = time.perf_counter()
-        module.generate_many(
+        getattr(
+            module, "generate_many", module.generate
+        )(  # generate_many before the options object
             model, [b""], "bin", seed=0, max_bytes=args.nbytes, min_bytes=args.nbytes, dtype="fp32"
         )
         return args.nbytes / (time.perf_counter() - t)

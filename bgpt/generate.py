@@ -56,6 +56,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import copy
+import dataclasses
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -669,42 +670,67 @@ class _CachedRun:
 # ----------------------------------------------------------------------------- public API
 
 
-def _options(top_k, top_p, temperature) -> Sampling:
-    return Sampling(top_k=top_k, top_p=top_p, temperature=temperature)
+@dataclass(frozen=True)
+class GenerateOptions:
+    """How `generate`, `stream` and `convert` run: each field is also a keyword of those
+    functions (and of `BGPT.generate` / `stream` / `convert`), and a flag of `bgpt generate`
+    and `bgpt convert`."""
+
+    max_bytes: int | None = None
+    """Stop a sample after this many bytes (None: at its end patch or the context's end)."""
+    min_bytes: int = 0
+    """Forbid the end of the file before this many bytes (benchmarks)."""
+    top_k: int = 0
+    """Keep the k most likely symbols; 0: no limit; 1: greedy (the default of `convert`)."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the most likely symbols until their mass reaches top_p."""
+    temperature: float = 1.0
+    """> 0; applied to the candidates left by top-k and top-p."""
+    seed: int | None = None
+    """Sample i of a batch is seeded seed + i (None: fresh randomness)."""
+    dtype: str | torch.dtype | None = None
+    """Compute dtype: "fp32", "bf16", "fp16" (None: the model's)."""
+    engine: str = "cached"
+    """"cached", "uncached" (the plain loop) or "reference" (the public script's algorithm)."""
+
+    def __post_init__(self) -> None:
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int)
+        ):
+            raise BGPTError(f"seed must be an integer, got {self.seed!r}")
+        _ = self.sampling  # checks top_k, top_p and temperature
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(top_k=self.top_k, top_p=self.top_p, temperature=self.temperature)
+
+    def run(self, model: BGPT, streams: Sequence[np.ndarray]) -> Generation:
+        """The batched run of these options over prompt streams."""
+        seeds = None if self.seed is None else [self.seed + i for i in range(len(streams))]
+        return Generation(
+            model,
+            streams,
+            engine=self.engine,
+            max_bytes=self.max_bytes,
+            min_bytes=self.min_bytes,
+            sampling=self.sampling,
+            seeds=seeds,
+            dtype=self.dtype,
+        )
 
 
-def _seeds(seed: int | None, n: int) -> list[int] | None:
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise BGPTError(f"seed must be an integer, got {seed!r}")
-    return [seed + i for i in range(n)]
+GREEDY = GenerateOptions(top_k=1)
+"""`convert`'s default: a conversion has one right answer."""
 
 
-def _generation(
-    model: BGPT,
-    streams: Sequence[np.ndarray],
-    *,
-    max_bytes,
-    top_k,
-    top_p,
-    temperature,
-    seed,
-    dtype,
-    engine,
-    min_bytes: int = 0,
-) -> Generation:
-    """The one place the public functions build a run from their keyword arguments."""
-    return Generation(
-        model,
-        streams,
-        engine=engine,
-        max_bytes=max_bytes,
-        min_bytes=min_bytes,
-        sampling=_options(top_k, top_p, temperature),
-        seeds=_seeds(seed, len(streams)),
-        dtype=dtype,
-    )
+def _options(
+    options: GenerateOptions | None, fields: dict, default: GenerateOptions
+) -> GenerateOptions:
+    """`options` (or the function's default) with the keyword fields given beside it."""
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(GenerateOptions)})
+    if unknown:
+        raise TypeError(f"unknown generation option(s) {', '.join(unknown)}")
+    return dataclasses.replace(options or default, **fields)
 
 
 def _bytes_of(gen: Generation) -> Iterator[bytes]:
@@ -713,91 +739,26 @@ def _bytes_of(gen: Generation) -> Iterator[bytes]:
             yield bytes((y,))
 
 
-def generate_many(
-    model: BGPT,
-    prompts: Sequence[bytes],
-    ext: str = "bin",
-    *,
-    max_bytes: int | None = None,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    temperature: float = 1.0,
-    seed: int | None = None,
-    dtype: str | torch.dtype | None = None,
-    engine: str = "cached",
-    min_bytes: int = 0,
-) -> list[Output]:
-    """Generate one file after each prompt, all in one batch; sample i is seeded seed + i.
-
-    `min_bytes` forbids the end of the file before that many bytes (for benchmarks)."""
-    streams = [generation_prompt(p, ext, model.config.patch_size) for p in prompts]
-    return _generation(
-        model,
-        streams,
-        max_bytes=max_bytes,
-        top_k=top_k,
-        top_p=top_p,
-        temperature=temperature,
-        seed=seed,
-        dtype=dtype,
-        engine=engine,
-        min_bytes=min_bytes,
-    ).run()
-
-
 def generate(
     model: BGPT,
-    prompt: bytes = b"",
+    prompt: bytes | Sequence[bytes] = b"",
     ext: str = "bin",
-    max_bytes: int | None = None,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    temperature: float = 1.0,
-    seed: int | None = None,
-    **kwargs,
-) -> bytes:
+    options: GenerateOptions | None = None,
+    **fields,
+) -> bytes | list[Output]:
     """The bytes of a new file with extension `ext` that starts with `prompt` (the prompt itself
     not included). Stops at the end patch, after `max_bytes` bytes, or at the context limit.
-    The same seed gives the same bytes; `top_k=1` is greedy. Keywords: dtype ("fp32", "bf16"),
-    engine ("cached", "uncached", "reference"), min_bytes."""
-    return generate_many(
-        model,
-        [prompt],
-        ext,
-        max_bytes=max_bytes,
-        top_k=top_k,
-        top_p=top_p,
-        temperature=temperature,
-        seed=seed,
-        **kwargs,
-    )[0].data
+    The same seed gives the same bytes; `top_k=1` is greedy.
 
-
-def stream(
-    model: BGPT,
-    prompt: bytes = b"",
-    ext: str = "bin",
-    max_bytes: int | None = None,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    temperature: float = 1.0,
-    seed: int | None = None,
-    dtype: str | torch.dtype | None = None,
-    engine: str = "cached",
-) -> Iterator[bytes]:
-    """Like `generate`, as an iterator of one-byte `bytes` yielded as they are produced."""
-    gen = _generation(
-        model,
-        [generation_prompt(prompt, ext, model.config.patch_size)],
-        max_bytes=max_bytes,
-        top_k=top_k,
-        top_p=top_p,
-        temperature=temperature,
-        seed=seed,
-        dtype=dtype,
-        engine=engine,
-    )
-    return _bytes_of(gen)
+    Several prompts (a list of bytes) run in one batch and give a list of `Output` (bytes and
+    why each stopped); sample i is seeded seed + i, so it equals that prompt generated alone.
+    Settings: `options` and/or its fields as keywords (`GenerateOptions`)."""
+    opts = _options(options, fields, GenerateOptions())
+    one = isinstance(prompt, (bytes, bytearray, memoryview))
+    prompts = [prompt] if one else list(prompt)
+    streams = [generation_prompt(p, ext, model.config.patch_size) for p in prompts]
+    outputs = opts.run(model, streams).run()
+    return outputs[0].data if one else outputs
 
 
 def conversion_streams(
@@ -813,119 +774,66 @@ def conversion_streams(
     ]
 
 
-def convert_many(
-    model: BGPT,
-    inputs: Sequence[tuple[bytes, str]],
-    to: str,
-    *,
-    max_bytes: int | None = None,
-    top_k: int = 1,
-    top_p: float = 1.0,
-    temperature: float = 1.0,
-    seed: int | None = None,
-    dtype: str | torch.dtype | None = None,
-    engine: str = "cached",
-) -> list[Output]:
-    """Convert several (data, extension) inputs into files with extension `to`, in one batch.
-    Greedy by default."""
-    streams = conversion_streams(model, inputs, to)
-    return _generation(
-        model,
-        streams,
-        max_bytes=max_bytes,
-        top_k=top_k,
-        top_p=top_p,
-        temperature=temperature,
-        seed=seed,
-        dtype=dtype,
-        engine=engine,
-    ).run()
-
-
 def convert(
     model: BGPT,
-    data: bytes,
-    ext: str,
-    to: str,
-    max_bytes: int | None = None,
-    top_k: int = 1,
-    top_p: float = 1.0,
-    temperature: float = 1.0,
-    seed: int | None = None,
-    stream: bool = False,
-    **kwargs,
-) -> bytes | Iterator[bytes]:
+    data: bytes | Sequence[tuple[bytes, str]],
+    ext: str | None = None,
+    to: str = "bin",
+    options: GenerateOptions | None = None,
+    **fields,
+) -> bytes | list[Output]:
     """Conversion inference (SPEC §3): the file with extension `to` that the model writes for
-    input `data` (extension `ext`). Greedy by default; `stream=True` returns an iterator of
-    one-byte `bytes` instead (as `convert_stream`)."""
-    if stream:
-        return convert_stream(
-            model,
-            data,
-            ext,
-            to,
-            max_bytes=max_bytes,
-            top_k=top_k,
-            top_p=top_p,
-            temperature=temperature,
-            seed=seed,
-            **kwargs,
+    input `data` (extension `ext`). Greedy unless options say otherwise.
+
+    Several inputs, a list of (data, extension) pairs with `ext=None`, run in one batch and give
+    a list of `Output`."""
+    opts = _options(options, fields, GREEDY)
+    one = isinstance(data, (bytes, bytearray, memoryview))
+    if one and ext is None:
+        raise BGPTError("convert needs the input's extension (ext)")
+    if not one and ext is not None:
+        raise BGPTError(
+            "several inputs carry their own extensions: pass (data, ext) pairs and no ext"
         )
-    return convert_many(
-        model,
-        [(data, ext)],
-        to,
-        max_bytes=max_bytes,
-        top_k=top_k,
-        top_p=top_p,
-        temperature=temperature,
-        seed=seed,
-        **kwargs,
-    )[0].data
+    inputs = [(data, ext)] if one else list(data)
+    outputs = opts.run(model, conversion_streams(model, inputs, to)).run()
+    return outputs[0].data if one else outputs
 
 
-def convert_stream(
+def stream(
     model: BGPT,
-    data: bytes,
-    ext: str,
-    to: str,
-    max_bytes: int | None = None,
-    top_k: int = 1,
-    top_p: float = 1.0,
-    temperature: float = 1.0,
-    seed: int | None = None,
-    dtype: str | torch.dtype | None = None,
-    engine: str = "cached",
+    prompt: bytes = b"",
+    ext: str = "bin",
+    options: GenerateOptions | None = None,
+    *,
+    to: str | None = None,
+    **fields,
 ) -> Iterator[bytes]:
-    """Like `convert`, as an iterator of one-byte `bytes` yielded as they are produced."""
-    gen = _generation(
-        model,
-        conversion_streams(model, [(data, ext)], to),
-        max_bytes=max_bytes,
-        top_k=top_k,
-        top_p=top_p,
-        temperature=temperature,
-        seed=seed,
-        dtype=dtype,
-        engine=engine,
-    )
-    return _bytes_of(gen)
+    """`generate` as an iterator of one-byte `bytes` yielded as they are produced; with `to`,
+    `convert`'s output instead (`prompt` is then the input file, `ext` its extension, and the
+    default is greedy)."""
+    if to is None:
+        opts = _options(options, fields, GenerateOptions())
+        streams = [generation_prompt(prompt, ext, model.config.patch_size)]
+    else:
+        opts = _options(options, fields, GREEDY)
+        streams = conversion_streams(model, [(prompt, ext)], to)
+    return _bytes_of(opts.run(model, streams))
 
 
 __all__ = [
     "ENGINES",
+    "GREEDY",
+    "GenerateOptions",
     "Generation",
     "Output",
     "STOP_CONTEXT",
     "STOP_END",
     "STOP_MAX_BYTES",
     "Sampling",
-    "convert",
-    "convert_many",
-    "convert_stream",
     "conversion_streams",
+    "convert",
     "generate",
-    "generate_many",
     "generation_prompt",
     "sample_symbols",
     "stop_message",

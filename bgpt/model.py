@@ -400,23 +400,24 @@ class BGPT(nn.Module):
             out[where] = torch.cat(picked)
         return out
 
-    def generate(self, prompt: bytes = b"", ext: str = "bin", **kwargs) -> bytes:
-        """Sample a file's bytes after `prompt` (see `bgpt.generate.generate`)."""
+    def generate(self, prompt: bytes | list[bytes] = b"", ext: str = "bin", **options):
+        """Sample a file's bytes after `prompt` (`bgpt.generate.generate`; options are the
+        fields of `bgpt.generate.GenerateOptions`)."""
         from bgpt.generate import generate
 
-        return generate(self, prompt=prompt, ext=ext, **kwargs)
+        return generate(self, prompt, ext, **options)
 
-    def stream(self, prompt: bytes = b"", ext: str = "bin", **kwargs):
-        """Like `generate`, yielding bytes as they are produced."""
+    def stream(self, prompt: bytes = b"", ext: str = "bin", **options):
+        """Like `generate`, yielding bytes as they are produced (`to=...`: a conversion)."""
         from bgpt.generate import stream
 
-        return stream(self, prompt=prompt, ext=ext, **kwargs)
+        return stream(self, prompt, ext, **options)
 
-    def convert(self, data: bytes, ext: str, to: str, **kwargs) -> bytes:
+    def convert(self, data: bytes, ext: str, to: str, **options) -> bytes:
         """Conversion inference: the target file for input `data` (SPEC §3); greedy by default."""
         from bgpt.generate import convert
 
-        return convert(self, data, ext, to, **kwargs)
+        return convert(self, data, ext, to, **options)
 
     @torch.no_grad()
     def next_byte_logits_naive(self, patches: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 from bgpt.checkpoint import load, save_pretrained
 from bgpt.cli import main
 from bgpt.config import BGPTConfig
-from bgpt.generate import generate_many
+from bgpt.generate import generate
 from bgpt.model import BGPT
 
 from .conftest import random_bgpt
@@ -91,19 +91,15 @@ def test_cached_generation_equals_plain_loops_and_cpu():
     )
     model = random_bgpt(config, seed=3)
     prompts = [b"", b"a", b"abcde", b"0123456789"]
-    on_cpu = generate_many(model, prompts, "txt", top_k=1, min_bytes=10**6, dtype="fp32")
+    on_cpu = generate(model, prompts, "txt", top_k=1, min_bytes=10**6, dtype="fp32")
     model.to(CUDA)
     for engine in ("cached", "uncached", "reference"):
-        out = generate_many(
-            model, prompts, "txt", top_k=1, min_bytes=10**6, dtype="fp32", engine=engine
-        )
+        out = generate(model, prompts, "txt", top_k=1, min_bytes=10**6, dtype="fp32", engine=engine)
         assert [o.data for o in out] == [o.data for o in on_cpu], engine
-    sampled = [
-        generate_many(model, prompts, "txt", seed=5, engine=e) for e in ("cached", "reference")
-    ]
+    sampled = [generate(model, prompts, "txt", seed=5, engine=e) for e in ("cached", "reference")]
     assert [o.data for o in sampled[0]] == [o.data for o in sampled[1]]
     assert len(set(b"".join(o.data for o in sampled[0]))) > 30
-    out = generate_many(model, prompts, "txt", seed=5, dtype="bf16", max_bytes=20, min_bytes=20)
+    out = generate(model, prompts, "txt", seed=5, dtype="bf16", max_bytes=20, min_bytes=20)
     assert [len(o.data) for o in out] == [20] * 4
 
 

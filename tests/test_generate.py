@@ -13,14 +13,12 @@ from bgpt.generate import (
     STOP_CONTEXT,
     STOP_END,
     STOP_MAX_BYTES,
+    GenerateOptions,
     Generation,
     Sampling,
     conversion_streams,
     convert,
-    convert_many,
-    convert_stream,
     generate,
-    generate_many,
     generation_prompt,
     sample_symbols,
     stream,
@@ -211,17 +209,17 @@ def test_batch_equals_each_sample_alone(byte_context):
     model = make_model(byte_context=byte_context, seed=7)
     raw = [prompt_bytes(n, seed=n) for n in (9, 0, 6, 1, 3, 2, 13)]  # every residue, ragged
     for kw in (dict(top_k=1), dict(seed=123), dict(seed=5, top_k=30, top_p=0.8, temperature=1.3)):
-        together = generate_many(model, raw, "txt", **kw)
+        together = generate(model, raw, "txt", **kw)
         for i, p in enumerate(raw):
             one = dict(kw, seed=kw["seed"] + i) if "seed" in kw else kw
-            alone = generate_many(model, [p], "txt", **one)[0]
+            alone = generate(model, [p], "txt", **one)[0]
             assert together[i] == alone
     # the same with early ends inside the batch (rows leave the caches at different steps)
     model = pad_bias(model, 2.5)
-    together = generate_many(model, raw, "txt", seed=9)
+    together = generate(model, raw, "txt", seed=9)
     assert {o.stop for o in together} >= {STOP_END}
     for i, p in enumerate(raw):
-        assert generate_many(model, [p], "txt", seed=9 + i)[0] == together[i]
+        assert generate(model, [p], "txt", seed=9 + i)[0] == together[i]
 
 
 def test_batch_distributions_equal_single():
@@ -266,7 +264,7 @@ def test_ragged_cache_equals_full_forward():
 
 def test_stop_at_end_patch():
     model = pad_bias(make_model(seed=4), 3.0)
-    outs = generate_many(model, [b""] * 32, "txt", seed=0)
+    outs = generate(model, [b""] * 32, "txt", seed=0)
     ended = [o for o in outs if o.stop == STOP_END]
     assert (
         ended and any(len(o.data) % S for o in ended) and any(len(o.data) % S == 0 for o in ended)
@@ -278,7 +276,7 @@ def test_stop_at_end_patch():
         # the same bytes, one more allowed still ends there
         assert generate(model, ext="txt", seed=i, max_bytes=len(o.data) + 1) == o.data
         if o.data:
-            short = generate_many(model, [b""], "txt", seed=i, max_bytes=len(o.data))[0]
+            short = generate(model, [b""], "txt", seed=i, max_bytes=len(o.data))[0]
             assert short == type(o)(o.data, STOP_MAX_BYTES)
 
 
@@ -286,11 +284,11 @@ def test_stop_at_context_limit_and_max_bytes():
     model = make_model(seed=6, max_patches=8)
     for n in range(2 * S + 2):
         p = prompt_bytes(n)
-        o = generate_many(model, [p], "bin", seed=1, min_bytes=10**6)[0]
+        o = generate(model, [p], "bin", seed=1, min_bytes=10**6)[0]
         assert o.stop == STOP_CONTEXT and len(o.data) == 8 * S - S - n
-        m = generate_many(model, [p], "bin", seed=1, max_bytes=5, min_bytes=10**6)[0]
+        m = generate(model, [p], "bin", seed=1, max_bytes=5, min_bytes=10**6)[0]
         assert m == type(o)(o.data[:5], STOP_MAX_BYTES)
-    assert generate_many(model, [b"x"], max_bytes=0)[0] == type(o)(b"", STOP_MAX_BYTES)
+    assert generate(model, [b"x"], max_bytes=0)[0] == type(o)(b"", STOP_MAX_BYTES)
     with pytest.raises(BGPTError, match="context"):
         generate(model, prompt_bytes(7 * S))  # header + 7 patches: no room left
     assert len(generate(model, prompt_bytes(7 * S - 1), seed=0, top_k=1)) <= 1
@@ -312,9 +310,7 @@ def test_same_seed_same_bytes_and_stream():
 
 def test_bf16_runs():
     model = make_model(seed=1)
-    out = generate_many(
-        model, [b"abc", b""], "txt", seed=0, max_bytes=12, min_bytes=12, dtype="bf16"
-    )
+    out = generate(model, [b"abc", b""], "txt", seed=0, max_bytes=12, min_bytes=12, dtype="bf16")
     assert [len(o.data) for o in out] == [12, 12]
 
 
@@ -327,15 +323,15 @@ def test_conversion_prompt_and_batched_convert():
     streams = conversion_streams(model, inputs, "mid")
     for (x, e), st in zip(inputs, streams, strict=True):
         assert np.array_equal(st, conversion_prompt(np.frombuffer(x, np.uint8), e, "mid", S))
-    together = convert_many(model, inputs, "mid")
+    together = convert(model, inputs, to="mid")
     for i, (x, e) in enumerate(inputs):
         alone = convert(model, x, e, "mid")
         assert together[i].data == alone == model.convert(x, e, "mid")
-        assert b"".join(convert_stream(model, x, e, "mid")) == alone
-        assert b"".join(convert(model, x, e, "mid", stream=True)) == alone
-        assert convert_many(model, [(x, e)], "mid", engine="uncached")[0] == together[i]
-    assert convert_many(model, inputs, "mid", seed=3, top_k=0) == [
-        convert_many(model, [inp], "mid", seed=3 + i, top_k=0)[0] for i, inp in enumerate(inputs)
+        assert b"".join(stream(model, x, e, to="mid")) == alone
+        assert b"".join(model.stream(x, e, to="mid")) == alone
+        assert convert(model, [(x, e)], to="mid", engine="uncached")[0] == together[i]
+    assert convert(model, inputs, to="mid", seed=3, top_k=0) == [
+        convert(model, [inp], to="mid", seed=3 + i, top_k=0)[0] for i, inp in enumerate(inputs)
     ]
 
 
@@ -391,6 +387,16 @@ def test_library_errors():
         generate(model, max_bytes=-1)
     with pytest.raises(BGPTError, match="engine"):
         generate(model, engine="fast")
+    with pytest.raises(BGPTError, match="seed must be an integer"):
+        GenerateOptions(seed=1.5)
+    with pytest.raises(BGPTError, match="top_p"):
+        GenerateOptions(top_p=0.0)
+    with pytest.raises(TypeError, match="unknown generation option.*topk"):
+        generate(model, topk=3)
+    with pytest.raises(BGPTError, match="extension"):
+        convert(model, b"x")
+    with pytest.raises(BGPTError, match="pairs and no ext"):
+        convert(model, [(b"x", "abc")], "abc", "mid")
     classifier = BGPTClassifier(
         BGPTConfig(
             patch_size=S,
@@ -443,7 +449,7 @@ def test_cli_generate_writes_files(saved, tmp_path):
     )
     files = sorted(out.iterdir())
     assert [f.name for f in files] == ["sample-0000.txt", "sample-0001.txt", "sample-0002.txt"]
-    want = generate_many(model, [b"hello"] * 3, "txt", seed=7, max_bytes=20)
+    want = generate(model, [b"hello"] * 3, "txt", seed=7, max_bytes=20)
     assert [f.read_bytes() for f in files] == [b"hello" + o.data for o in want]  # prompt first
     # batch size 1 gives the same files
     assert (
@@ -572,3 +578,23 @@ def test_cli_errors_are_one_line(saved, tmp_path, capsys):
     long.write_bytes(bytes(200))
     assert main(["convert", str(path), str(long), "--to", "mid", "--out", out]) == 2
     assert "too long" in capsys.readouterr().err
+
+
+def test_one_options_object_or_its_fields_give_the_same_run():
+    """`options=` and keywords are one thing: keywords override the object's fields; convert's
+    default is greedy, generate's is sampling."""
+    model = make_model()
+    opts = GenerateOptions(seed=4, max_bytes=12, top_p=0.9)
+    a = generate(model, b"ab", "txt", opts)
+    assert a == generate(model, b"ab", "txt", seed=4, max_bytes=12, top_p=0.9)
+    assert generate(model, b"ab", "txt", opts, seed=5) == generate(
+        model, b"ab", "txt", seed=5, max_bytes=12, top_p=0.9
+    )
+    assert [o.data for o in generate(model, [b"ab", b"cd"], "txt", opts)] == [
+        a,
+        generate(model, b"cd", "txt", opts, seed=5),
+    ]
+    x = bytes(range(10))
+    greedy = convert(model, x, "abc", "mid", max_bytes=12)
+    assert greedy == convert(model, x, "abc", "mid", GenerateOptions(top_k=1, max_bytes=12))
+    assert greedy == b"".join(stream(model, x, "abc", to="mid", max_bytes=12))

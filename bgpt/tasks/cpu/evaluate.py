@@ -136,16 +136,14 @@ def free_run_predictions(
 ) -> list[bytes]:
     """The bytes each model writes after memory + first state (greedy), until its end patch
     or the context limit."""
-    from bgpt.generate import generate_many
+    from bgpt.generate import generate
 
     out: list[bytes] = []
     for k in range(0, len(instances), batch_size):
         chunk = instances[k : k + batch_size]
         out += [
             o.data
-            for o in generate_many(
-                model, [inst.prompt for inst in chunk], "bin", top_k=1, dtype=dtype
-            )
+            for o in generate(model, [inst.prompt for inst in chunk], "bin", top_k=1, dtype=dtype)
         ]
     return out
 
