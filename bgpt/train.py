@@ -404,7 +404,113 @@ def _trainer_state(run: Path) -> dict:
     return state
 
 
+@dataclasses.dataclass
+class _Run:
+    """What `_setup` made ready: this process, the data, the model and its optimizer, and
+    where the run starts and ends."""
+
+    cfg: TrainConfig
+    run: Path
+    rank: int
+    world: int
+    device: torch.device
+    dtype: torch.dtype
+    micro: int  # items per micro-batch, all processes together
+    per_rank: int  # this process's share of a micro-batch
+    train_set: StreamDataset
+    eval_set: StreamDataset
+    model: torch.nn.Module
+    net: torch.nn.Module  # the model as stepped: DDP-wrapped and/or compiled
+    task: GenerativeTask | ClassifyTask
+    optimizer: torch.optim.Optimizer
+    start: int
+    total: int
+    best: float | None
+    replan: bool  # a --minutes run measures its own pace once and re-plans its steps
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    def log(self, message: str) -> None:
+        if self.master:
+            logger.info(message)
+
+
 def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torch.nn.Module]:
+    r = _setup(cfg, locks)
+    cfg, run, total = r.cfg, r.run, r.total
+    metrics_file = MetricsLog(run) if r.master else None
+    bar = tqdm(
+        total=total,
+        initial=r.start,
+        desc="train",
+        unit="step",
+        disable=not (r.master and cfg.progress),
+        dynamic_ncols=True,
+    )
+    t_start, window_bytes, window_time = time.time(), 0, 0.0
+    deadline = t_start + cfg.minutes * 60 * 0.97
+    last_eval: dict = {}
+    stats_acc: dict[str, float] = {}
+    step = r.start
+    try:
+        while step < total:
+            t0 = time.time()
+            lr = lr_at(step, total, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
+            loss, nbytes, step_stats, gnorm = _step(r, r.net, r.model, r.optimizer, step, lr)
+            window_bytes += nbytes
+            window_time += time.time() - t0
+            for k, v in step_stats.items():
+                stats_acc[k] = stats_acc.get(k, 0) + v
+            done = step + 1
+            if r.master:
+                row = {"step": done, "loss": loss, "lr": lr, "grad_norm": gnorm}
+                if step_stats.get("data_bytes"):
+                    row["bpb"] = step_stats["bits"] / step_stats["data_bytes"]
+                if "count" in step_stats:
+                    row["accuracy"] = step_stats["correct"] / step_stats["count"]
+                bar.set_postfix(
+                    loss=f"{loss:.4f}",
+                    **({"bpb": f"{row['bpb']:.3f}"} if "bpb" in row else {}),
+                    **{"B/s": f"{window_bytes / max(window_time, 1e-9):.0f}"},
+                    refresh=False,
+                )
+                bar.update(1)
+                if done % cfg.log_every == 0 or done == total:
+                    row["bytes_per_s"] = window_bytes / max(window_time, 1e-9)
+                    if stats_acc.get("data_bytes"):
+                        row["bpb"] = stats_acc["bits"] / stats_acc["data_bytes"]
+                    metrics_file.write(row)
+                    window_bytes, window_time, stats_acc = 0, 0.0, {}
+            if done % cfg.save_every == 0 or done == total:
+                if r.master:
+                    last_eval = _evaluate_and_save(r, done, total, metrics_file)
+                if r.world > 1:
+                    dist.barrier()
+            step = done
+            if r.replan and done == r.start + max(20, total // 10) < total:  # same step everywhere
+                r.replan = False
+                total = _replan(done, r.start, t_start, time.time(), deadline)
+                if r.world > 1:  # every process takes rank 0's figure
+                    t = torch.tensor(total, device=r.device)
+                    dist.broadcast(t, 0)
+                    total = int(t)
+                bar.total = total
+                bar.refresh()
+                r.log(
+                    f"re-planned from the measured pace: {total} steps fit in {cfg.minutes:g} minutes"
+                )
+    finally:
+        bar.close()
+        if metrics_file:
+            metrics_file.close()
+    return _report(r, total, time.time() - t_start, last_eval), r.model
+
+
+def _setup(cfg: TrainConfig, locks: list[FolderLock]) -> _Run:
+    """Check the run folder, read the data, build or resume the model and optimizer, plan the
+    steps, and take the run folder (lock, config.json)."""
     rank, world, device = _dist_setup(cfg.device)
     master = rank == 0
     log = logger.info if master else (lambda *a, **k: None)
@@ -436,30 +542,24 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
             prior = load(run if cfg.resume else cfg.init).config
             if prior.is_classifier and prior.labels and cfg.resume:
                 labels = prior.labels
+    if cfg.conversion and cfg.task == "classify":
+        raise BGPTError("conversion pairs are for generative training")
 
     torch.manual_seed(cfg.seed)
     model = load(run / "latest") if cfg.resume else _build_model(cfg, labels, log)
     config: BGPTConfig = model.config
     if cfg.task == "generate" and config.is_classifier:
         raise BGPTError("this run's model is a classifier; use bgpt train-classifier")
-    train_set = StreamDataset(
-        train_files,
-        config.patch_size,
-        config.max_patches,
-        cfg.conversion,
-        labels if cfg.task == "classify" else None,
-    )
-    eval_set = StreamDataset(
-        eval_files,
-        config.patch_size,
-        config.max_patches,
-        cfg.conversion,
-        labels if cfg.task == "classify" else None,
-    )
-    if cfg.conversion and cfg.task == "classify":
-        raise BGPTError("conversion pairs are for generative training")
-    global_batch = cfg.batch_size
-    steps_per_epoch = max(1, math.ceil(len(train_set) / global_batch))
+    sets = [
+        StreamDataset(
+            files,
+            config.patch_size,
+            config.max_patches,
+            cfg.conversion,
+            labels if cfg.task == "classify" else None,
+        )
+        for files in (train_files, eval_files)
+    ]
     model.to(device)
     model.set_gradient_checkpointing(cfg.gradient_checkpointing)
     task = (
@@ -467,27 +567,27 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
         if cfg.task == "classify"
         else GenerativeTask(cfg.sample_patches, cfg.loss_from_patch)
     )
+    r = _Run(cfg, run, rank, world, device, dtype, micro, per_rank, *sets, model, model, task,
+             new_optimizer(_param_groups(model, cfg.weight_decay), cfg.lr), 0, 0, None,
+             replan=bool(cfg.minutes) and not (cfg.resume or cfg.steps or cfg.epochs))  # fmt: skip
+
+    # how many steps
     if cfg.resume:
-        total = cfg.steps or int(state["total"])
+        r.total = cfg.steps or int(state["total"])
     elif cfg.steps or cfg.epochs or not cfg.minutes:
-        total = cfg.steps or (math.ceil(cfg.epochs * steps_per_epoch) if cfg.epochs else 1000)
-    else:
-        step_s = _time_trial_steps(
-            model, task, train_set, cfg, device, dtype, micro, per_rank, rank
-        )
+        steps_per_epoch = max(1, math.ceil(len(r.train_set) / cfg.batch_size))
+        r.total = cfg.steps or (math.ceil(cfg.epochs * steps_per_epoch) if cfg.epochs else 1000)
+    else:  # a few trial steps misjudge the pace (cold caches, data of varying sizes): r.replan
+        step_s = _time_trial_steps(r)
         if world > 1:
             t = torch.tensor(step_s, device=device)
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
             step_s = float(t)
         evals = 1 + int(cfg.minutes * 60 / step_s) // cfg.save_every
-        total = max(1, int((cfg.minutes * 60 * 0.97 - 2 * evals) / step_s))
-        log(f"{step_s:.2f} s per step: {total} steps fit in {cfg.minutes:g} minutes")
-    # A few trial steps misjudge the pace (cold caches, step sizes that vary with the data):
-    # a --minutes run plans once more from its own pace after a tenth of its steps.
-    replan = bool(cfg.minutes) and not cfg.resume and not cfg.steps and not cfg.epochs
+        r.total = max(1, int((cfg.minutes * 60 * 0.97 - 2 * evals) / step_s))
+        log(f"{step_s:.2f} s per step: {r.total} steps fit in {cfg.minutes:g} minutes")
     model.train()
-    optimizer = new_optimizer(_param_groups(model, cfg.weight_decay), cfg.lr)
-    start, best = 0, None
+
     if master:  # from here on this process writes the run folder: one writer at a time
         run.mkdir(parents=True, exist_ok=True)
         locks.append(FolderLock(run, "run folder").acquire())
@@ -497,20 +597,20 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
             )
     if cfg.resume:
         try:
-            optimizer.load_state_dict(state["optimizer"])
+            r.optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError, RuntimeError) as e:
             raise BGPTError(
                 f"{run}/latest/trainer.pt: optimizer state does not fit this model ({e}); cannot resume"
             ) from None
-        start, best = (
-            int(state["step"]),
-            (None if math.isnan(state["best"]) else float(state["best"])),
-        )
+        r.start = int(state["step"])
+        r.best = None if math.isnan(state["best"]) else float(state["best"])
         set_rng_state(state, device)
         if master:  # drop metric lines logged after the checkpoint
-            rows = [r for r in read_metrics(run) if r.get("step", 0) <= start]
-            atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-        log(f"resuming {run} at step {start}")
+            rows = [row for row in read_metrics(run) if row.get("step", 0) <= r.start]
+            atomic_write_text(
+                run / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in rows)
+            )
+        log(f"resuming {run} at step {r.start}")
     elif master:
         (run / "metrics.jsonl").unlink(missing_ok=True)
     if master:
@@ -519,175 +619,125 @@ def _run_training(cfg: TrainConfig, locks: list[FolderLock]) -> tuple[dict, torc
             json.dumps({"train": dataclasses.asdict(cfg), "model": config.to_dict()}, indent=2),
         )
 
-    net = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
+        r.net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     if cfg.compile:
-        net = torch.compile(net)
-
+        r.net = torch.compile(r.net)
     log(
-        f"{cfg.task}: {len(train_set)} training items, {len(eval_set)} eval items; {model.num_parameters() / 1e6:.2f} M parameters; "
-        f"{total} steps of {global_batch} ({cfg.grad_accum} x {micro}, {world} process(es)); {device}, {str(dtype).removeprefix('torch.')}"
+        f"{cfg.task}: {len(r.train_set)} training items, {len(r.eval_set)} eval items; {model.num_parameters() / 1e6:.2f} M parameters; "
+        f"{r.total} steps of {cfg.batch_size} ({cfg.grad_accum} x {micro}, {world} process(es)); {device}, {str(dtype).removeprefix('torch.')}"
     )
-    metrics_file = MetricsLog(run) if master else None
-    bar = tqdm(
-        total=total,
-        initial=start,
-        desc="train",
-        unit="step",
-        disable=not (master and cfg.progress),
-        dynamic_ncols=True,
-    )
-    t_start, window_bytes, window_time = time.time(), 0, 0.0
-    last_eval: dict = {}
-    step = start
-    stats_acc: dict[str, float] = {}
-    deadline = t_start + cfg.minutes * 60 * 0.97
-    try:
-        while step < total:
-            t0 = time.time()
-            lr = lr_at(step, total, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            micro_batches = step_batches(train_set, step, cfg, micro, per_rank, rank, device)
-            units = torch.tensor(float(sum(task.units(b) for b, _ in micro_batches)), device=device)
-            if world > 1:
-                dist.all_reduce(units)
-            units.clamp_(
-                min=1
-            )  # a batch with nothing to predict (loss_from_patch) adds no gradient
-            loss_total, nbytes = 0.0, 0
-            step_stats: dict[str, float] = {}
-            for m, (batch, labels_t) in enumerate(micro_batches):
-                sync = m == len(micro_batches) - 1 or world == 1
-                ctx = net.no_sync() if (world > 1 and not sync) else contextlib.nullcontext()
-                with ctx:
-                    with autocast(device, dtype):
-                        loss_sum, stats = task.loss_sum(net, batch, labels_t)
-                    (loss_sum * (world / units)).backward()
-                loss_total += float(loss_sum.detach())
-                nbytes += batch.num_bytes
-                for k, v in stats.items():
-                    step_stats[k] = step_stats.get(k, 0) + v
-            if world > 1:  # the logged loss is the global one
-                t = torch.tensor(
-                    [loss_total, nbytes, *step_stats.values()], dtype=torch.float64, device=device
-                )
-                dist.all_reduce(t)
-                loss_total, nbytes = float(t[0]), int(t[1])
-                step_stats = dict(zip(step_stats, t[2:].tolist(), strict=False))
-            gnorm = torch.nn.utils.clip_grad_norm_(
-                model.parameters(), cfg.grad_clip if cfg.grad_clip else float("inf")
-            )
-            if not (
-                math.isfinite(loss_total) and math.isfinite(float(gnorm))
-            ):  # before the update: weights stay good
-                last = (
-                    f"the last good checkpoint is {run / 'latest'}"
-                    if (run / "latest").exists()
-                    else "no checkpoint was saved yet"
-                )
-                raise BGPTError(
-                    f"training diverged at step {step + 1} (loss {loss_total}, gradient norm {float(gnorm)}); "
-                    f"{last}; try a lower --lr or --grad-clip"
-                )
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_total / float(units)
-            window_bytes += nbytes
-            window_time += time.time() - t0
-            for k, v in step_stats.items():
-                stats_acc[k] = stats_acc.get(k, 0) + v
-            done = step + 1
-            if master:
-                row = {"step": done, "loss": loss, "lr": lr, "grad_norm": float(gnorm)}
-                if "data_bytes" in step_stats and step_stats["data_bytes"]:
-                    row["bpb"] = step_stats["bits"] / step_stats["data_bytes"]
-                if "count" in step_stats:
-                    row["accuracy"] = step_stats["correct"] / step_stats["count"]
-                bar.set_postfix(
-                    loss=f"{loss:.4f}",
-                    **({"bpb": f"{row['bpb']:.3f}"} if "bpb" in row else {}),
-                    **{"B/s": f"{window_bytes / max(window_time, 1e-9):.0f}"},
-                    refresh=False,
-                )
-                bar.update(1)
-                if done % cfg.log_every == 0 or done == total:
-                    row["bytes_per_s"] = window_bytes / max(window_time, 1e-9)
-                    if "data_bytes" in stats_acc and stats_acc["data_bytes"]:
-                        row["bpb"] = stats_acc["bits"] / stats_acc["data_bytes"]
-                    metrics_file.write(row)
-                    window_bytes, window_time, stats_acc = 0, 0.0, {}
-            if done % cfg.save_every == 0 or done == total:
-                if master:
-                    last_eval = _evaluate(model, eval_set, cfg, device, dtype, per_rank)
-                    score = last_eval.get("eval_bpb", last_eval.get("eval_loss"))
-                    if cfg.task == "classify":
-                        score = -last_eval["eval_accuracy"]
-                    is_best = best is None or (score is not None and score < best)
-                    if is_best:
-                        best = score
-                    metrics_file.write({"step": done, **last_eval})
-                    save_checkpoint(
-                        run,
-                        model,
-                        optimizer,
-                        done,
-                        best,
-                        is_best,
-                        {"step": done, "total": total, **last_eval},
-                    )
-                    plot_metrics(run)
-                if world > 1:
-                    dist.barrier()
-            step = done
-            if (
-                replan and done == start + max(20, total // 10) < total
-            ):  # the same step on every rank
-                replan = False
-                total = _replan(done, start, t_start, time.time(), deadline)
-                if world > 1:  # every process takes rank 0's figure
-                    t = torch.tensor(total, device=device)
-                    dist.broadcast(t, 0)
-                    total = int(t)
-                bar.total = total
-                bar.refresh()
-                log(
-                    f"re-planned from the measured pace: {total} steps fit in {cfg.minutes:g} minutes"
-                )
-    finally:
-        bar.close()
-        if metrics_file:
-            metrics_file.close()
-    elapsed = time.time() - t_start
-    report = {"run": str(run), "steps": total, "seconds": round(elapsed, 1), **last_eval}
-    if master:
-        rows = [r for r in read_metrics(run) if "loss" in r]
-        if rows:
-            report["train_loss"] = rows[-1]["loss"]
-            if "bpb" in rows[-1]:
-                report["train_bpb"] = rows[-1]["bpb"]
-        lines = [f"trained {total - start} steps in {elapsed:.0f} s"]
-        if "train_loss" in report:
-            lines.append(
-                f"train loss {report['train_loss']:.4f}"
-                + (f", train BPB {report['train_bpb']:.3f}" if "train_bpb" in report else "")
-            )
-        if "eval_bpb" in last_eval:
-            lines.append(
-                f"eval BPB {last_eval['eval_bpb']:.4f} on {last_eval['eval_files']} files (reference loss {last_eval['eval_loss']:.4f})"
-            )
-        if "eval_accuracy" in last_eval:
-            lines.append(
-                f"eval accuracy {last_eval['eval_accuracy']:.4f} on {last_eval['eval_files']} files"
-            )
-        lines.append(
-            f"run folder: {run} (best checkpoint: {os.readlink(run / 'best') if (run / 'best').is_symlink() else '-'}; loss curve: {run / 'loss.png'})"
+    return r
+
+
+def _step(
+    r: _Run, net: torch.nn.Module, model: torch.nn.Module, optimizer, step: int, lr: float
+) -> tuple[float, int, dict[str, float], float]:
+    """One optimizer step at learning rate `lr` over step `step`'s global batch (every
+    micro-batch, every process): returns the loss per predicted unit, the bytes seen, the
+    task's statistics and the gradient norm. Stops the run (BGPTError) before the update when
+    the loss or the gradient is not finite, so the weights stay good."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    micro_batches = step_batches(r.train_set, step, r.cfg, r.micro, r.per_rank, r.rank, r.device)
+    units = torch.tensor(float(sum(r.task.units(b) for b, _ in micro_batches)), device=r.device)
+    if r.world > 1:
+        dist.all_reduce(units)
+    units.clamp_(min=1)  # a batch with nothing to predict (loss_from_patch) adds no gradient
+    loss_total, nbytes = 0.0, 0
+    stats: dict[str, float] = {}
+    for m, (batch, labels) in enumerate(micro_batches):
+        sync = m == len(micro_batches) - 1 or r.world == 1
+        no_sync = r.world > 1 and not sync and hasattr(net, "no_sync")
+        with net.no_sync() if no_sync else contextlib.nullcontext():
+            with autocast(r.device, r.dtype):
+                loss_sum, batch_stats = r.task.loss_sum(net, batch, labels)
+            (loss_sum * (r.world / units)).backward()
+        loss_total += float(loss_sum.detach())
+        nbytes += batch.num_bytes
+        for k, v in batch_stats.items():
+            stats[k] = stats.get(k, 0) + v
+    if r.world > 1:  # the logged loss is the global one
+        t = torch.tensor(
+            [loss_total, nbytes, *stats.values()], dtype=torch.float64, device=r.device
         )
-        log("\n".join(lines))
-    return report, model
+        dist.all_reduce(t)
+        loss_total, nbytes = float(t[0]), int(t[1])
+        stats = dict(zip(stats, t[2:].tolist(), strict=False))
+    gnorm = float(
+        torch.nn.utils.clip_grad_norm_(
+            model.parameters(), r.cfg.grad_clip if r.cfg.grad_clip else float("inf")
+        )
+    )
+    if not (math.isfinite(loss_total) and math.isfinite(gnorm)):
+        last = (
+            f"the last good checkpoint is {r.run / 'latest'}"
+            if (r.run / "latest").exists()
+            else "no checkpoint was saved yet"
+        )
+        raise BGPTError(
+            f"training diverged at step {step + 1} (loss {loss_total}, gradient norm {gnorm}); "
+            f"{last}; try a lower --lr or --grad-clip"
+        )
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_total / float(units), nbytes, stats, gnorm
+
+
+def _evaluate_and_save(r: _Run, done: int, total: int, metrics_file: MetricsLog) -> dict:
+    """Evaluate after step `done`, log it, save a checkpoint (the best one too when it is)."""
+    last_eval = _evaluate(r.model, r.eval_set, r.cfg, r.device, r.dtype, r.per_rank)
+    score = last_eval.get("eval_bpb", last_eval.get("eval_loss"))
+    if r.cfg.task == "classify":
+        score = -last_eval["eval_accuracy"]
+    is_best = r.best is None or (score is not None and score < r.best)
+    if is_best:
+        r.best = score
+    metrics_file.write({"step": done, **last_eval})
+    save_checkpoint(
+        r.run,
+        r.model,
+        r.optimizer,
+        done,
+        r.best,
+        is_best,
+        {"step": done, "total": total, **last_eval},
+    )
+    plot_metrics(r.run)
+    return last_eval
+
+
+def _report(r: _Run, total: int, elapsed: float, last_eval: dict) -> dict:
+    """The run's summary (returned by `train`), logged as a few lines by rank 0."""
+    run = r.run
+    report = {"run": str(run), "steps": total, "seconds": round(elapsed, 1), **last_eval}
+    if not r.master:
+        return report
+    rows = [row for row in read_metrics(run) if "loss" in row]
+    if rows:
+        report["train_loss"] = rows[-1]["loss"]
+        if "bpb" in rows[-1]:
+            report["train_bpb"] = rows[-1]["bpb"]
+    lines = [f"trained {total - r.start} steps in {elapsed:.0f} s"]
+    if "train_loss" in report:
+        lines.append(
+            f"train loss {report['train_loss']:.4f}"
+            + (f", train BPB {report['train_bpb']:.3f}" if "train_bpb" in report else "")
+        )
+    if "eval_bpb" in last_eval:
+        lines.append(
+            f"eval BPB {last_eval['eval_bpb']:.4f} on {last_eval['eval_files']} files (reference loss {last_eval['eval_loss']:.4f})"
+        )
+    if "eval_accuracy" in last_eval:
+        lines.append(
+            f"eval accuracy {last_eval['eval_accuracy']:.4f} on {last_eval['eval_files']} files"
+        )
+    best = os.readlink(run / "best") if (run / "best").is_symlink() else "-"
+    lines.append(f"run folder: {run} (best checkpoint: {best}; loss curve: {run / 'loss.png'})")
+    r.log("\n".join(lines))
+    return report
 
 
 def _replan(done: int, start: int, t_start: float, now: float, deadline: float) -> int:
@@ -697,37 +747,22 @@ def _replan(done: int, start: int, t_start: float, now: float, deadline: float) 
     return done + max(1, int((deadline - now) / pace))
 
 
-def _time_trial_steps(
-    model,
-    task,
-    train_set,
-    cfg: TrainConfig,
-    device,
-    dtype,
-    micro: int,
-    per_rank: int,
-    rank: int,
-    trials: int = 4,
-) -> float:
-    """Median seconds per optimizer step, timed on a throw-away copy of the model."""
+def _time_trial_steps(r: _Run, trials: int = 4) -> float:
+    """Median seconds per optimizer step (the real step, learning rate 0), timed on a
+    throw-away copy of the model and optimizer; the random state is restored after."""
     import copy
 
-    trial = copy.deepcopy(model)
+    trial = copy.deepcopy(r.model)
     opt = new_optimizer(trial.parameters(), 0.0)
-    saved_rng = rng_state(device)
+    saved_rng = rng_state(r.device)
     times = []
     for step in range(trials):
-        synchronize(device)
+        synchronize(r.device)
         t0 = time.time()
-        for batch, labels in step_batches(train_set, step, cfg, micro, per_rank, rank, device):
-            with autocast(device, dtype):
-                loss, _ = task.loss_sum(trial, batch, labels)
-            loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        synchronize(device)
+        _step(r, trial, trial, opt, step, 0.0)
+        synchronize(r.device)
         times.append(time.time() - t0)
-    set_rng_state(saved_rng, device)  # the real run starts from the same random state
+    set_rng_state(saved_rng, r.device)  # the real run starts from the same random state
     del trial, opt
     return float(np.median(times[1:]))
 
