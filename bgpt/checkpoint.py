@@ -27,6 +27,7 @@ from bgpt.files import atomic_write, atomic_write_text  # noqa: F401 - re-export
 from bgpt.hub import is_hub_path
 from bgpt.hub import resolve as resolve_hub
 from bgpt.model import BGPT, BGPTClassifier, build_model
+from bgpt.quantize import quantize, weights_of
 from bgpt.stream import VOCAB_SIZE
 
 WEIGHTS_NAME = "model.safetensors"
@@ -44,6 +45,8 @@ def save_pretrained(
 
     The weights go first: a folder whose config.json exists always has matching weights
     except for an interrupted overwrite, which `load` reports as a mismatch."""
+    if weights_of(model) == "int8":
+        raise BGPTError("an int8 model is for inference; save the model it was loaded from")
     directory = Path(directory)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write(
@@ -278,9 +281,17 @@ def resolve_model_dir(path: Path) -> Path | None:
     return None
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> BGPT | BGPTClassifier:
+def load(
+    path: str | Path, map_location: str | torch.device = "cpu", weights: str = "fp32"
+) -> BGPT | BGPTClassifier:
     """Load a model from a saved folder, a run folder, a reference `.pth`, or any of these
-    files on the Hugging Face Hub as `hf://OWNER/REPO/FILE[@REVISION]` (see module doc)."""
+    files on the Hugging Face Hub as `hf://OWNER/REPO/FILE[@REVISION]` (see module doc).
+    `weights`: the form its weights take for inference, "fp32" (as stored, exact), "bf16" or
+    "int8" (`bgpt.quantize`)."""
+    return quantize(_load(path, map_location), weights)
+
+
+def _load(path: str | Path, map_location: str | torch.device) -> BGPT | BGPTClassifier:
     if is_hub_path(path):
         path = resolve_hub(str(path))
     path = Path(path)

@@ -20,7 +20,8 @@ The .bgz format (all integers little-endian; "varint" is unsigned LEB128):
 
     magic        4 bytes  b"BGZ" + format version (1)
     flags        1 byte   low 4 bits: windowing scheme (1 = stream.eval_windows, EOF coded),
-                          high 4 bits: compute (0 = CPU fp32, 1 = CUDA fp32)
+                          high 4 bits: compute, 2 x weights + device: weights 0 fp32,
+                          1 bf16, 2 int8 (`bgpt.quantize`); device 0 CPU, 1 CUDA
     fingerprint  8 bytes  first 8 bytes of sha256(model config + weights), see `fingerprint`
     patch size   varint   S of the model
     max patches  varint   L of the model (windows of L patches)
@@ -51,8 +52,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bgpt.config import WEIGHTS
 from bgpt.errors import BGPTError
 from bgpt.model import BGPT
+from bgpt.quantize import weights_of
 from bgpt.stream import PAD, VOCAB_SIZE, header_patch, iter_eval_windows
 
 MAX_LENGTH = 1 << 30
@@ -63,6 +66,7 @@ VERSION = 1
 SCHEME_EVAL_WINDOWS = 1
 """Windowing scheme 1: `stream.eval_windows` over the file's stream; the EOF symbol is coded."""
 COMPUTE = {"cpu": 0, "cuda": 1}
+"""Device codes of the header's compute field (2 x weights + device)."""
 PRECISION = 24
 """Bits of the integer frequencies; constriction's range coder works at 24 bits too."""
 TOTAL = 1 << PRECISION
@@ -161,13 +165,14 @@ class Header:
     ext: str
     scheme: int = SCHEME_EVAL_WINDOWS
     compute: str = "cpu"
+    weights: str = "fp32"
 
     def to_bytes(self) -> bytes:
         ext = self.ext.encode("utf-8")
         head = b"".join(
             [
                 MAGIC,
-                bytes([VERSION, self.scheme | COMPUTE[self.compute] << 4]),
+                bytes([VERSION, self.scheme | _compute_code(self.compute, self.weights) << 4]),
                 self.fingerprint,
                 _varint(self.patch_size),
                 _varint(self.max_patches),
@@ -217,7 +222,7 @@ def read_header(blob: bytes) -> Header:
     if zlib.crc32(blob[:end]) != stored:
         raise FormatError("corrupt header (header checksum mismatch)")
     scheme, compute = flags & 0x0F, flags >> 4
-    if scheme != SCHEME_EVAL_WINDOWS or compute not in COMPUTE.values():
+    if scheme != SCHEME_EVAL_WINDOWS or compute >= 2 * len(WEIGHTS):
         raise FormatError(f"unknown windowing scheme {scheme} or compute {compute} in the header")
     try:
         ext = ext_raw.decode("utf-8")
@@ -239,8 +244,12 @@ def read_header(blob: bytes) -> Header:
         # of the probability), so n + 1 symbols cannot fit in fewer bits: a header that
         # claims so is not honest, and would only make the decoder run for nothing.
         raise FormatError(f"corrupt header (length {n} cannot fit in {payload} payload bytes)")
-    name = next(k for k, v in COMPUTE.items() if v == compute)
-    return Header(fp, s, lmax, n, crc, payload, ext, scheme, name)
+    name = next(k for k, v in COMPUTE.items() if v == compute % 2)
+    return Header(fp, s, lmax, n, crc, payload, ext, scheme, name, WEIGHTS[compute // 2])
+
+
+def _compute_code(device: str, weights: str) -> int:
+    return 2 * WEIGHTS.index(weights) + COMPUTE[device]
 
 
 # ----------------------------------------------------------------------------- the model run
@@ -369,8 +378,8 @@ def _check_model(model) -> BGPT:
             else type(model).__name__
         )
         raise BGPTError(f"compression needs a generative bGPT model; this one is {kind}")
-    if any(p.dtype != torch.float32 for p in model.parameters()):
-        raise BGPTError("compression runs the model in fp32; load it with fp32 weights")
+    if any(p.dtype not in (torch.float32, torch.bfloat16) for p in model.parameters()):
+        raise BGPTError("compression runs the model as loaded with --weights fp32, bf16 or int8")
     return model
 
 
@@ -387,6 +396,7 @@ class Codec:
     def __init__(self, model: BGPT):
         self.model = _check_model(model)
         self.fingerprint = fingerprint(model)
+        self.weights = weights_of(model)
         self.device = next(model.parameters()).device
         if self.device.type not in COMPUTE:
             raise BGPTError(f"compression runs on CPU or CUDA, not {self.device.type}")
@@ -436,6 +446,7 @@ class Codec:
             len(payload),
             ext,
             compute=self.device.type,
+            weights=self.weights,
         ).to_bytes()
         return Compressed(header + payload, len(header), len(payload), bits[0], bits[1])
 
@@ -443,6 +454,11 @@ class Codec:
         """The header of a .bgz file, checked against this model and device (FormatError)."""
         h = read_header(blob)
         c = self.model.config
+        if h.weights != self.weights:
+            raise FormatError(
+                f"compressed with --weights {h.weights}; decompress it with --weights {h.weights} "
+                f"(this model's weights are {self.weights})"
+            )
         if h.fingerprint != self.fingerprint:
             raise FormatError(
                 f"compressed with a different model (fingerprint {h.fingerprint.hex()}; "

@@ -15,6 +15,13 @@ from typing import Any
 from bgpt.errors import BGPTError
 from bgpt.validation import check_fields, check_ranges
 
+WEIGHTS = ("fp32", "bf16", "int8")
+"""Forms a loaded model's weights take for inference (`bgpt.quantize`, `--weights`)."""
+WEIGHTS_HELP = (
+    "form of the weights for inference: fp32 (the checkpoint's, exact; default), bf16, or "
+    "int8 (weight-only, faster on CPU; docs/benchmarks.md has speed and quality)"
+)
+
 
 @dataclass
 class BGPTConfig:

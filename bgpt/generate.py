@@ -68,10 +68,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bgpt.config import WEIGHTS
 from bgpt.device import DTYPES, autocast
 from bgpt.errors import BGPTError
 from bgpt.fused import FusedStep
 from bgpt.fused import available as fused_available
+from bgpt.quantize import Int8Linear, quantize, weights_of
 from bgpt.stream import PAD, conversion_prompt, header_patch
 from bgpt.validation import check_fields
 
@@ -426,8 +428,11 @@ class Generation:
                 yield emitted
 
 
-def _linear(linear: nn.Linear, dtype: torch.dtype, transpose: bool):
-    """x -> linear(x) on weights cast once to `dtype`; with `transpose`, stored (in, out)."""
+def _linear(linear: nn.Linear | Int8Linear, dtype: torch.dtype, transpose: bool):
+    """x -> linear(x) on weights cast once to `dtype`; with `transpose`, stored (in, out).
+    An int8 layer runs its own kernel (`bgpt.quantize`)."""
+    if isinstance(linear, Int8Linear):
+        return linear.bound(dtype)
     bias = linear.bias.detach().to(dtype)
     if transpose:
         weight = linear.weight.detach().t().to(dtype).contiguous()
@@ -558,7 +563,8 @@ class _CachedRun:
         # the patch's byte positions (after the context and the feature): residual stream and
         # first q, k, v per (position, symbol)
         self.table_h, self.table_qkv = self.byte_step.token_table(self.wte, bdec.context + 1)
-        if gen.fused and b == 1 and transpose and cache_dtype == torch.float32 == self.emb_dtype:
+        fp32 = cache_dtype == torch.float32 == self.emb_dtype and weights_of(m) == "fp32"
+        if gen.fused and b == 1 and transpose and fp32:
             # one sequence on CPU in fp32: each step in one compiled kernel (bgpt.fused)
             self.byte_step = FusedStep(bdec.transformer, head=bdec.wte.weight)
             self.patch_step = FusedStep(pdec.transformer)
@@ -692,6 +698,10 @@ class GenerateOptions:
     """Compute dtype: "fp32", "bf16", "fp16" (None: the model's)."""
     engine: str = "cached"
     """"cached", "uncached" (the plain loop) or "reference" (the public script's algorithm)."""
+    weights: str | None = None
+    """"fp32", "bf16" or "int8": run a copy of the model with its weights in that form
+    (`bgpt.quantize`; made at every call: for many calls, `bgpt.load(path, weights=...)`).
+    None: the model as it is."""
 
     def __post_init__(self) -> None:
         if self.seed is not None and (
@@ -699,6 +709,8 @@ class GenerateOptions:
         ):
             raise BGPTError(f"seed must be an integer, got {self.seed!r}")
         _ = self.sampling  # checks top_k, top_p and temperature
+        if self.weights is not None and self.weights not in WEIGHTS:
+            raise BGPTError(f"unknown weights {self.weights!r} (use {', '.join(WEIGHTS)})")
 
     @property
     def sampling(self) -> Sampling:
@@ -707,6 +719,10 @@ class GenerateOptions:
     def run(self, model: BGPT, streams: Sequence[np.ndarray]) -> Generation:
         """The batched run of these options over prompt streams."""
         seeds = None if self.seed is None else [self.seed + i for i in range(len(streams))]
+        if self.weights is not None and self.weights != weights_of(model):
+            if weights_of(model) != "fp32":
+                raise BGPTError(f"this model's weights are {weights_of(model)} already")
+            model = quantize(copy.deepcopy(model), self.weights)
         return Generation(
             model,
             streams,

@@ -252,7 +252,7 @@ def linear_gelu(x: torch.Tensor, fc: nn.Linear) -> torch.Tensor:
     column sum reads the gradient again (docs/benchmarks.md, session 6).
     The values: the matmul's output rounded to bf16 before the bias (in bf16, as autocast
     casts it) is added in fp32, not after; within bf16 rounding of `gelu(fc(x))`."""
-    if fc.bias is not None and _cpu_bf16_training(x, fc.weight):
+    if isinstance(fc, nn.Linear) and fc.bias is not None and _cpu_bf16_training(x, fc.weight):
         return _CPUBiasGELU.apply(linear(x, fc.weight), fc.bias)
     return gelu(fc(x))
 

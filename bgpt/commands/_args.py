@@ -75,5 +75,12 @@ def add_fields(
         )
 
 
+def add_weights(parser: argparse.ArgumentParser) -> None:
+    """--weights fp32|bf16|int8: the form of a loaded model's weights (`bgpt.quantize`)."""
+    from bgpt.config import WEIGHTS, WEIGHTS_HELP
+
+    parser.add_argument("--weights", choices=WEIGHTS, default="fp32", help=WEIGHTS_HELP)
+
+
 def collect(args: argparse.Namespace, names: list[str], dest_prefix: str = "") -> dict:
     return {n: getattr(args, dest_prefix + n) for n in names}

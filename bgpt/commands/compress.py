@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from bgpt.commands._args import add_weights
+from bgpt.config import WEIGHTS
 from bgpt.errors import BGPTError
 
 
@@ -48,13 +50,13 @@ def _outputs(args: argparse.Namespace, name_of) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def _load(path: str, device_name: str):
+def _load(path: str, device_name: str, weights: str):
     from bgpt.checkpoint import load
     from bgpt.compress import Codec
     from bgpt.device import resolve_device
 
     device = resolve_device(device_name)
-    return Codec(load(path).to(device))
+    return Codec(load(path, weights=weights).to(device))
 
 
 def _bar(total: int, quiet: bool, desc: str):
@@ -96,6 +98,7 @@ def compress_add_arguments(p: argparse.ArgumentParser) -> None:
         default="cpu",
         help="cpu (default) or cuda[:N]; a file must be decompressed on the same kind of device",
     )
+    add_weights(p)
 
 
 def compress_run(args: argparse.Namespace) -> int:
@@ -103,7 +106,7 @@ def compress_run(args: argparse.Namespace) -> int:
     from bgpt.stream import extension_of
 
     pairs = _outputs(args, lambda src: src.with_name(src.name + SUFFIX))
-    codec = _load(args.model, args.device)
+    codec = _load(args.model, args.device, args.weights)
     total_in = total_out = 0
     total_bits = 0.0
     start = time.perf_counter()
@@ -149,6 +152,12 @@ def decompress_add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="cpu or cuda[:N] (default: the kind of device the file was compressed on)",
     )
+    p.add_argument(
+        "--weights",
+        choices=WEIGHTS,
+        default=None,
+        help="form of the weights (default: the one the file was compressed with, from its header)",
+    )
 
 
 def decompress_run(args: argparse.Namespace) -> int:
@@ -169,7 +178,7 @@ def decompress_run(args: argparse.Namespace) -> int:
             raise BGPTError(f"{src}: {e}") from None
         blobs.append((blob, header))
     device = args.device or blobs[0][1].compute
-    codec = _load(args.model, device)
+    codec = _load(args.model, device, args.weights or blobs[0][1].weights)
     start = time.perf_counter()
     total = 0
     for (src, dst), (blob, header) in zip(pairs, blobs, strict=True):

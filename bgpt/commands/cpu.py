@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bgpt.commands._args import add_weights
 from bgpt.errors import BGPTError
 
 HELP = (
@@ -95,6 +96,7 @@ def cpu_add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=None, help="random start values not given by --state"
     )
     p.add_argument("--dtype", default="fp32", help="fp32 or bf16 (default %(default)s)")
+    add_weights(p)
 
     p = sub.add_parser(
         "evaluate", help="predicted traces vs the simulator on a folder of instances"
@@ -106,6 +108,7 @@ def cpu_add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, default=8, help="files per batch (default %(default)s)"
     )
     p.add_argument("--dtype", default="fp32", help="fp32 or bf16 (default %(default)s)")
+    add_weights(p)
     p.add_argument(
         "--plot", default=None, help="write a PNG of accuracy against program length here"
     )
@@ -203,11 +206,11 @@ def _assemble(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(path: str):
+def _load_model(path: str, weights: str = "fp32"):
     from bgpt.checkpoint import load
     from bgpt.model import BGPT
 
-    model = load(path)
+    model = load(path, weights=weights)
     if not isinstance(model, BGPT):
         raise BGPTError(f"{path} is a classifier; CPU simulation needs a generative model")
     return model
@@ -233,7 +236,7 @@ def _run_model(args: argparse.Namespace) -> int:
     else:
         data = _read(args.program)
     inst = Instance.parse(data, args.program)
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.weights)
     out = free_run_predictions(model, [inst], 1, args.dtype)[0]
     pred = bytes_to_states(out)
     print(format_trace(inst, pred))
@@ -257,7 +260,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or (args.max_files is not None and args.max_files < 1):
         raise BGPTError("--batch-size and --max-files must be >= 1")
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.weights)
     files = open_files(args.data)
     n = len(files) if args.max_files is None else min(args.max_files, len(files))
     instances = [Instance.parse(files.read(i), files.names[i]) for i in range(n)]

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from bgpt.commands._args import add_weights
 from bgpt.errors import BGPTError
 
 # ----------------------------------------------------------------------------- shared
@@ -72,6 +73,7 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
         default="fp32",
         help="fp32, bf16, fp16 (CUDA) or auto: autocast precision (default fp32)",
     )
+    add_weights(g)
     g.add_argument(
         "--engine",
         default="cached",
@@ -136,7 +138,9 @@ def _out_files(folder: str, names: list[str], inputs: list[str], force: bool) ->
     return paths
 
 
-def _load_generative(path: str, device_name: str, dtype_name: str, threads: int = 0):
+def _load_generative(
+    path: str, device_name: str, dtype_name: str, threads: int = 0, weights: str = "fp32"
+):
     import torch
 
     from bgpt.checkpoint import load
@@ -147,7 +151,7 @@ def _load_generative(path: str, device_name: str, dtype_name: str, threads: int 
     if threads:
         torch.set_num_threads(threads)
     dtype = resolve_dtype(dtype_name, device)
-    model = load(path)
+    model = load(path, weights=weights)
     if not isinstance(model, BGPT):
         raise BGPTError(
             f"{path}: a classifier checkpoint ({model.config.num_classes} classes) cannot generate; give a generative model"
@@ -288,7 +292,7 @@ def generate_run(args: argparse.Namespace) -> int:
             raise BGPTError(
                 f"--prompt {path}: the file is empty (leave --prompt out to start from nothing)"
             )
-    model, dtype = _load_generative(args.model, args.device, args.dtype, args.threads)
+    model, dtype = _load_generative(args.model, args.device, args.dtype, args.threads, args.weights)
     _note_long_ext(ext, "--ext", model.config.patch_size)
     stream = generation_prompt(prompt, ext, model.config.patch_size)
     room = model.config.context_bytes - len(stream)
@@ -346,7 +350,7 @@ def convert_run(args: argparse.Namespace) -> int:
             raise BGPTError(f"{path} and {names[target]} would both be written as {target}")
         names[target] = path
         inputs.append((data, extension_of(path)))
-    model, dtype = _load_generative(args.model, args.device, args.dtype, args.threads)
+    model, dtype = _load_generative(args.model, args.device, args.dtype, args.threads, args.weights)
     _note_long_ext(to, "--to", model.config.patch_size)
     streams = conversion_streams(model, inputs, to)
     c = model.config

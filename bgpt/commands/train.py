@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bgpt.commands._args import add_fields, collect
+from bgpt.commands._args import add_fields, add_weights, collect
 from bgpt.config import MODEL_FIELDS, BGPTConfig, TrainConfig
 from bgpt.errors import BGPTError
 
@@ -113,6 +113,7 @@ def eval_add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--dtype", default="fp32", help="fp32 (exact), bf16 or fp16 (default: fp32)")
+    add_weights(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--baseline-train",
@@ -183,7 +184,7 @@ def eval_run(args: argparse.Namespace) -> int:
         raise BGPTError("--batch-size and --max-files must be >= 1")
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    model = load(args.model).to(device)
+    model = load(args.model, weights=args.weights).to(device)
     c = model.config
 
     files = open_files(args.data)
@@ -254,6 +255,7 @@ def classify_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", help="files to classify")
     p.add_argument("--batch-size", type=int, default=8, help="files per batch (default: 8)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    add_weights(p)
     p.add_argument("--json", action="store_true", help="one JSON object per file")
 
 
@@ -265,7 +267,7 @@ def classify_run(args: argparse.Namespace) -> int:
     from bgpt.stream import encode, extension_of
 
     device = resolve_device(args.device)
-    model = load(args.model).to(device)
+    model = load(args.model, weights=args.weights).to(device)
     c = model.config
     if not c.is_classifier:
         raise BGPTError(f"{args.model} is a generative model; train one with bgpt train-classifier")

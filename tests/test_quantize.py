@@ -1,0 +1,135 @@
+"""Weights for inference (`bgpt.quantize`, `--weights`): the int8 kernel beside its plain twin,
+the quantization error bound, every engine on an int8 model, loading, compressing, the CLI."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+from bgpt.checkpoint import load, save_pretrained
+from bgpt.cli import main
+from bgpt.config import BGPTConfig
+from bgpt.errors import BGPTError
+from bgpt.evaluate import evaluate_generative
+from bgpt.generate import generate
+from bgpt.quantize import Int8Linear, quantize, weights_of
+
+from .conftest import random_bgpt
+
+EPS32 = 2.0**-24  # unit roundoff of fp32
+EPS16 = 2.0**-8  # unit roundoff of bf16
+
+
+def small_model():
+    config = BGPTConfig(
+        patch_size=4, max_patches=16, hidden_size=64, heads=2, patch_layers=2, byte_layers=1
+    )
+    return random_bgpt(config, std=0.1, matrices_only=True)
+
+
+def test_int8_weights_within_half_a_step_of_the_floats():
+    torch.manual_seed(1)
+    lin = nn.Linear(96, 40)
+    q = Int8Linear(lin)
+    assert q.qweight.dtype == torch.int8 and int(q.qweight.abs().max()) == 127
+    err = (q.qweight.float() * q.scale[:, None] - lin.weight).abs()
+    assert bool((err <= q.scale[:, None] / 2 * (1 + 1e-6)).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int8_kernel_equals_its_plain_twin(dtype):
+    """The kernel and the plain twin compute the same sum(x * q) * scale + bias; they may add in
+    different orders (K terms in fp32: K eps32 sum|terms|) and, in bf16, round the product,
+    the scaled product and the sum each once: a few bf16 ulps of |x q| scale + |bias|."""
+    torch.manual_seed(2)
+    k = 256
+    q = Int8Linear(nn.Linear(k, 48))
+    x = torch.randn(5, 3, k).to(dtype)
+    fast = q(x)
+    q.kernel = False
+    plain = q(x)
+    assert fast.dtype == plain.dtype == dtype and fast.shape == (5, 3, 48)
+    terms = (x.float().abs() @ q.qweight.float().abs().t()) * q.scale
+    dot = (x.float() @ q.qweight.float().t()).abs() * q.scale
+    bound = k * EPS32 * terms
+    if dtype == torch.bfloat16:
+        bound = bound + 4 * EPS16 * (dot + q.bias.abs())
+    assert bool(((fast.float() - plain.float()).abs() <= bound).all())
+    q.qweight[0] = -q.qweight[0]  # a different product is far out of the bound
+    assert not bool(((q(x).float() - fast.float()).abs() <= bound).all())
+
+
+def test_every_engine_runs_the_int8_model_the_same():
+    model = quantize(small_model(), "int8")
+    assert weights_of(model) == "int8"
+    kw = dict(ext="txt", top_k=1, max_bytes=30)
+    cached = generate(model, b"ab", **kw)
+    assert len(cached) == 30
+    assert cached == generate(model, b"ab", engine="uncached", **kw)
+    assert cached == generate(model, b"ab", engine="reference", **kw)
+
+
+def test_load_with_weights_and_save_refuses_int8(tmp_path):
+    save_pretrained(small_model(), tmp_path / "m")
+    m8 = load(tmp_path / "m", weights="int8")
+    assert weights_of(m8) == "int8"
+    assert weights_of(load(tmp_path / "m", weights="bf16")) == "bf16"
+    with pytest.raises(BGPTError, match="int8 model is for inference"):
+        save_pretrained(m8, tmp_path / "again")
+    with pytest.raises(BGPTError, match="unknown weights"):
+        load(tmp_path / "m", weights="int4")
+    # generate(weights=...) quantizes a copy: the same bytes as the model loaded that way
+    fp32 = load(tmp_path / "m")
+    want = generate(m8, b"q", "txt", top_k=1, max_bytes=12)
+    assert generate(fp32, b"q", "txt", top_k=1, max_bytes=12, weights="int8") == want
+    assert weights_of(fp32) == "fp32"
+
+
+def test_compress_records_the_weights_and_refuses_others(tmp_path, capsys):
+    pytest.importorskip("constriction")
+    save_pretrained(small_model(), tmp_path / "m")
+    src = tmp_path / "a.txt"
+    src.write_bytes(b"the cat sat on the mat; " * 4)
+    m = str(tmp_path / "m")
+    assert main(["compress", m, str(src), "--weights", "int8", "-q"]) == 0
+    blob = tmp_path / "a.txt.bgz"
+    src.rename(tmp_path / "a.orig")
+    assert main(["decompress", m, str(blob), "-q"]) == 0  # the weights come from the header
+    assert (tmp_path / "a.txt").read_bytes() == (tmp_path / "a.orig").read_bytes()
+    capsys.readouterr()
+    assert main(["decompress", m, str(blob), "-o", str(tmp_path / "b"), "--weights", "fp32"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "compressed with --weights int8" in err[0]
+
+
+def test_cli_weights_flag(tmp_path, capsys):
+    save_pretrained(small_model(), tmp_path / "m")
+    out = tmp_path / "gen"
+    code = main(["generate", str(tmp_path / "m"), "--out", str(out), "-n", "2", "--ext", "txt",
+                 "--max-bytes", "10", "--seed", "0", "--weights", "int8", "-q"])  # fmt: skip
+    assert code == 0 and len(list(out.iterdir())) == 2
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "m"), "--out", str(out), "--weights", "int4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "invalid choice: 'int4'" in err[0]
+
+
+@pytest.mark.parametrize("weights, tolerance", [("int8", 0.01), ("bf16", 0.02)])
+def test_eval_bpb_near_fp32(tmp_path, weights, tolerance):
+    """On a model with peaked distributions, int8 weights move BPB by well under 1 % (bf16
+    weights and compute: its 8-bit mantissa, under 2 %)."""
+    model = small_model()
+    data = tmp_path / "d"
+    data.mkdir()
+    for i in range(4):
+        (data / f"f{i}.txt").write_bytes(bytes((i + 3 * j) % 97 + 30 for j in range(50)))
+    from bgpt.data import StreamDataset, open_files
+
+    ds = StreamDataset(open_files([str(data)]), 4, 16)
+    cpu = torch.device("cpu")
+    ref = evaluate_generative(model, ds, 4, cpu, torch.float32)["bpb"]
+    other = quantize(copy.deepcopy(model), weights)
+    dtype = torch.bfloat16 if weights == "bf16" else torch.float32
+    got = evaluate_generative(other, ds, 4, cpu, dtype)["bpb"]
+    assert got != ref and abs(got - ref) <= tolerance * ref
