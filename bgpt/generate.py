@@ -218,7 +218,12 @@ class Generation:
 
     Iterate it for the bytes of each step, a list of (sample index, byte); after a sample's
     last byte, `stops[i]` says why it stopped and `outputs[i]` holds all its bytes. Settings
-    are checked here (BGPTError), before anything runs.
+    are checked here (BGPTError), before anything runs; `finished` lists the samples in the
+    order they stopped.
+
+    `batch_size`: at most this many samples run at once (default: all). The cached engine
+    batches continuously: a row freed by a finished sample takes the next one at once, so the
+    batch stays full whatever the lengths; the plain loops run the prompts in chunks.
 
     `logits_hook(samples, logits)` (for tests) sees the raw next-symbol logits of the samples
     that draw at each step. `fused=False` keeps a single sample's cached steps on the PyTorch
@@ -237,6 +242,7 @@ class Generation:
         dtype: str | torch.dtype | None = None,
         logits_hook: Callable[[list[int], torch.Tensor], None] | None = None,
         fused: bool = True,
+        batch_size: int | None = None,
     ):
         if not is_generative(model):
             kind = (
@@ -253,6 +259,12 @@ class Generation:
             raise BGPTError(f"max_bytes must be an integer >= 0, got {max_bytes!r}")
         if not prompts:
             raise BGPTError("nothing to generate: no prompts")
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise BGPTError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.batch_size = min(batch_size or len(prompts), len(prompts))
+        self.finished: list[int] = []  # samples in the order they stopped (callers may drain it)
         self.model, self.engine = model, engine
         self.sampling = sampling or Sampling()
         c = model.config
@@ -345,6 +357,7 @@ class Generation:
         """Record sample i's new symbol, its stream now `length` symbols long; False: it stopped."""
         if symbol == PAD:
             self.stops[i] = STOP_END
+            self.finished.append(i)
             return False
         out = self.outputs[i]
         out.append(symbol)
@@ -352,6 +365,8 @@ class Generation:
             self.stops[i] = STOP_MAX_BYTES
         elif length >= self.context:
             self.stops[i] = STOP_CONTEXT
+        if self.stops[i] is not None:
+            self.finished.append(i)
         return self.stops[i] is None
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
@@ -360,6 +375,7 @@ class Generation:
         self._started = True
         if self.max_bytes == 0:
             self.stops = [STOP_MAX_BYTES] * len(self.prompts)
+            self.finished = list(range(len(self.prompts)))
             return
         was_training = self.model.training
         self.model.eval()
@@ -383,7 +399,9 @@ class Generation:
         groups: dict[int, list[int]] = {}
         for i, p in enumerate(self.prompts):
             groups.setdefault(len(p), []).append(i)
-        for samples in groups.values():
+        size = self.batch_size
+        chunks = [g[k : k + size] for g in groups.values() for k in range(0, len(g), size)]
+        for samples in chunks:
             seqs = torch.tensor(
                 np.stack([self.prompts[i] for i in samples]), device=self.device
             )  # (g, n)
@@ -421,7 +439,7 @@ class Generation:
     def _cached(self) -> Iterator[list[tuple[int, int]]]:
         with self._compute():
             run = _CachedRun(self, self._net())
-        while run.samples:
+        while run.samples or run.pending:
             with self._compute():  # not across the yield: the caller's code runs there
                 emitted = run.step()
             if emitted:
@@ -539,49 +557,84 @@ class _CachedRun:
         s, dev = gen.patch_size, gen.device
         self.gen, self.m, self.s, self.dev = gen, m, s, dev
         pdec, bdec = m.patch_decoder, m.byte_decoder
-        b = len(gen.prompts)
-        self.samples = list(range(b))
-        whole = [len(p) // s for p in gen.prompts]  # complete prompt patches per row
         param_dtype = next(m.parameters()).dtype
-        cache_dtype = gen.dtype if gen.dtype != torch.float32 else param_dtype
+        self.cache_dtype = gen.dtype if gen.dtype != torch.float32 else param_dtype
         self.wte = bdec.wte.weight.detach()
         self.emb_dtype = self.wte.dtype
-
-        # Prefill: complete prompt patches, right-padded with PAD patches to the longest.
-        patches = torch.full((b, max(whole), s), PAD, dtype=torch.long, device=dev)
-        for r, p in enumerate(gen.prompts):
-            patches[r, : whole[r]] = torch.from_numpy(p[: whole[r] * s]).view(-1, s)
-        self.pcache = pdec.transformer.new_cache(b, gen.max_patches, dev, cache_dtype)
-        h = pdec.transformer(pdec.embed(patches), self.pcache)  # (B, P_max, H)
-        self.pcache.lens = list(whole)  # forget the padding: a row's next patch overwrites it
-        # (B, H): feature of each row's last complete patch, which predicts the next one
-        last = torch.tensor(whole, device=dev) - 1
-        self.feats = h[torch.arange(b, device=dev), last].to(self.emb_dtype)
-        self.bcache = bdec.transformer.new_cache(b, bdec.context + s, dev, cache_dtype)
         transpose = dev.type == "cpu" and m.config.hidden_size <= 512
-        self.byte_step = _OneStep(bdec.transformer, cache_dtype, transpose, head=bdec.wte.weight)
+        self.byte_step = _OneStep(
+            bdec.transformer, self.cache_dtype, transpose, head=bdec.wte.weight
+        )
         # the patch's byte positions (after the context and the feature): residual stream and
         # first q, k, v per (position, symbol)
         self.table_h, self.table_qkv = self.byte_step.token_table(self.wte, bdec.context + 1)
-        fp32 = cache_dtype == torch.float32 == self.emb_dtype and weights_of(m) == "fp32"
-        if gen.fused and b == 1 and transpose and fp32:
-            # one sequence on CPU in fp32: each step in one compiled kernel (bgpt.fused)
+        fp32 = self.cache_dtype == torch.float32 == self.emb_dtype and weights_of(m) == "fp32"
+        if gen.fused and gen.batch_size == 1 and transpose and fp32:
+            # one sequence at a time on CPU in fp32: each step in one compiled kernel (bgpt.fused)
             self.byte_step = FusedStep(bdec.transformer, head=bdec.wte.weight)
             self.patch_step = FusedStep(pdec.transformer)
         else:
-            self.patch_step = _OneStep(pdec.transformer, cache_dtype, transpose)
+            self.patch_step = _OneStep(pdec.transformer, self.cache_dtype, transpose)
 
-        self.pos = [0] * b  # index in the current patch of the symbol predicted next
-        self.length = [w * s for w in whole]  # stream symbols so far
-        # bytes of a partial prompt patch, fed to the byte decoder one step at a time
-        self.forced = [deque(p[w * s :].tolist()) for p, w in zip(gen.prompts, whole, strict=True)]
-        self.patch: list[list[int]] = [[] for _ in range(b)]  # the current patch's symbols
-        # each row's last complete patch (the byte-level decoder's context, if it reads one)
-        self.last_patch = patches[torch.arange(b, device=dev), last]  # (B, S)
-        self.prev = [0] * b  # each row's last symbol
+        # per row: the caches' rows, and
+        self.samples: list[int] = []  # the sample it holds
+        self.pos: list[int] = []  # index in the current patch of the symbol predicted next
+        self.length: list[int] = []  # stream symbols so far
+        self.forced: list[deque] = []  # bytes of a partial prompt patch, fed one step at a time
+        self.patch: list[list[int]] = []  # the current patch's symbols
+        self.prev: list[int] = []  # its last symbol
+        self.pcache = self.bcache = None
+        self.feats = self.last_patch = None  # (b, H) features; (b, S) last complete patches
+        self.pending = deque(range(len(gen.prompts)))  # samples not started yet, in order
+        self._admit()
+
+    def _admit(self) -> None:
+        """Start pending samples in free rows (continuous batching: a finished row is taken by
+        the next sample at once). Prefill: their complete prompt patches, right-padded with PAD
+        patches to the longest, in one pass; the rows join the caches after the running ones."""
+        gen, s, dev = self.gen, self.s, self.dev
+        free = gen.batch_size - len(self.samples)
+        new = [self.pending.popleft() for _ in range(min(free, len(self.pending)))]
+        if not new:
+            return
+        pdec, bdec = self.m.patch_decoder, self.m.byte_decoder
+        prompts = [gen.prompts[i] for i in new]
+        b = len(new)
+        whole = [len(p) // s for p in prompts]  # complete prompt patches per row
+        patches = torch.full((b, max(whole), s), PAD, dtype=torch.long, device=dev)
+        for r, p in enumerate(prompts):
+            patches[r, : whole[r]] = torch.from_numpy(p[: whole[r] * s]).view(-1, s)
+        pcache = pdec.transformer.new_cache(b, gen.max_patches, dev, self.cache_dtype)
+        h = pdec.transformer(pdec.embed(patches), pcache)  # (b, P_max, H)
+        pcache.lens = list(whole)  # forget the padding: a row's next patch overwrites it
+        # (b, H): feature of each row's last complete patch, which predicts the next one
+        last = torch.tensor(whole, device=dev) - 1
+        feats = h[torch.arange(b, device=dev), last].to(self.emb_dtype)
+        bcache = bdec.transformer.new_cache(b, bdec.context + s, dev, self.cache_dtype)
+        last_patch = patches[torch.arange(b, device=dev), last]  # (b, S)
+        if self.pcache is None or not self.samples:
+            self.pcache, self.bcache, self.feats, self.last_patch = (
+                pcache,
+                bcache,
+                feats,
+                last_patch,
+            )
+        else:
+            self.pcache.extend(pcache)
+            self.bcache.extend(bcache)
+            self.feats = torch.cat([self.feats, feats])
+            self.last_patch = torch.cat([self.last_patch, last_patch])
+        self.samples += new
+        self.pos += [0] * b
+        self.length += [w * s for w in whole]
+        self.forced += [deque(p[w * s :].tolist()) for p, w in zip(prompts, whole, strict=True)]
+        self.patch += [[] for _ in range(b)]
+        self.prev += [0] * b
 
     def step(self) -> list[tuple[int, int]]:
         """One symbol for every row; returns the (sample, byte) pairs that came out."""
+        if self.pending and len(self.samples) < self.gen.batch_size:
+            self._admit()
         gen, pos, dev = self.gen, self.pos, self.dev
         b = len(self.samples)
         # Byte decoder, one position per row: at a patch start the feature, else the
@@ -646,16 +699,15 @@ class _CachedRun:
 
     def _keep(self, alive: list[int]) -> None:
         """Drop finished rows from the caches and every per-row state."""
-        self.samples, self.pos, self.length, self.forced, self.patch = (
+        self.samples, self.pos, self.length, self.forced, self.patch, self.prev = (
             [xs[r] for r in alive]
-            for xs in (self.samples, self.pos, self.length, self.forced, self.patch)
+            for xs in (self.samples, self.pos, self.length, self.forced, self.patch, self.prev)
         )
         if alive:
             keep = torch.tensor(alive, dtype=torch.long, device=self.dev)
             self.pcache.keep(keep)
             self.bcache.keep(keep)
-            self.feats, self.prev = self.feats[keep], [self.prev[r] for r in alive]
-            self.last_patch = self.last_patch[keep]
+            self.feats, self.last_patch = self.feats[keep], self.last_patch[keep]
 
     def _next_patch(self, completed: list[int]) -> None:
         """Patch decoder over the rows that completed a patch, that patch only: new features."""
@@ -698,6 +750,9 @@ class GenerateOptions:
     """Compute dtype: "fp32", "bf16", "fp16" (None: the model's)."""
     engine: str = "cached"
     """"cached", "uncached" (the plain loop) or "reference" (the public script's algorithm)."""
+    batch_size: int | None = None
+    """Samples run at once (None: all); with more prompts, each row that finishes takes the
+    next prompt at once (continuous batching). A sample's bytes do not depend on it."""
     weights: str | None = None
     """"fp32", "bf16" or "int8": run a copy of the model with its weights in that form
     (`bgpt.quantize`; made at every call: for many calls, `bgpt.load(path, weights=...)`).
@@ -732,6 +787,7 @@ class GenerateOptions:
             sampling=self.sampling,
             seeds=seeds,
             dtype=self.dtype,
+            batch_size=self.batch_size,
         )
 
 

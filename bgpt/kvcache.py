@@ -99,3 +99,9 @@ class KVCache(list):
         for layer in self:
             layer.k, layer.v = layer.k[rows], layer.v[rows]
         self.lens = [self.lens[i] for i in rows.tolist()]
+
+    def extend(self, other: KVCache) -> None:
+        """Append another cache's rows (same layers and length) after these."""
+        for layer, more in zip(self, other, strict=True):
+            layer.k, layer.v = torch.cat([layer.k, more.k]), torch.cat([layer.v, more.v])
+        self.lens = self.lens + other.lens

@@ -222,6 +222,36 @@ def test_batch_equals_each_sample_alone(byte_context):
         assert generate(model, [p], "txt", seed=9 + i)[0] == together[i]
 
 
+@pytest.mark.parametrize("byte_context", [False, True], ids=["paper", "ctx"])
+def test_continuous_batching_equals_each_sample_alone(byte_context):
+    """Twelve prompts through 3 rows: each finished row takes the next prompt at once (ends of
+    file, max_bytes and prompts of every residue mix in the rows); every sample's bytes are
+    those it makes alone with its seed, and never more than 3 rows run."""
+    model = pad_bias(make_model(byte_context=byte_context, seed=11), 2.0)
+    raw = [prompt_bytes(n % 7, seed=n) for n in range(12)]
+    widths = []
+    gen = Generation(
+        model,
+        [generation_prompt(p, "txt", S) for p in raw],
+        sampling=Sampling(),
+        seeds=[40 + i for i in range(12)],
+        max_bytes=9,
+        batch_size=3,
+        logits_hook=lambda samples, logits: widths.append(len(samples)),
+    )
+    together = gen.run()
+    assert max(widths) == 3 and sorted(gen.finished) == list(range(12))
+    assert {o.stop for o in together} == {STOP_END, STOP_MAX_BYTES}
+    for i, p in enumerate(raw):
+        assert generate(model, p, "txt", seed=40 + i, max_bytes=9) == together[i].data
+    assert generate(model, raw, "txt", seed=40, max_bytes=9, batch_size=3) == together
+    for engine in ("uncached", "reference"):  # the plain loops run chunks of batch_size
+        assert (
+            generate(model, raw, "txt", seed=40, max_bytes=9, batch_size=5, engine=engine)
+            == together
+        )
+
+
 def test_batch_distributions_equal_single():
     model = make_model(seed=8)
     prompts = [generation_prompt(prompt_bytes(n), "bin", S) for n in (5, 2, 0)]

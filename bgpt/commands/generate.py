@@ -8,6 +8,7 @@ says how it stopped: at the end patch, at --max-bytes, or at the model's context
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -59,7 +60,7 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=int,
         default=0,
-        help=f"files generated together (default 0: up to {DEFAULT_BATCH}; each batch's files are written as it runs)",
+        help=f"files generated at once (default 0: up to {DEFAULT_BATCH}); a finished file's row takes the next one at once, and each file is written as it runs",
     )
     g.add_argument(
         "-f",
@@ -160,76 +161,66 @@ def _load_generative(
 
 
 def _run_batches(model, prompts, paths, args, dtype, head: bytes = b"") -> list:
-    """Generate after prompts[i] into paths[i] (which start with `head`), in batches; the files
-    grow as the bytes come. Returns the stop reasons."""
+    """Generate after prompts[i] into paths[i] (which start with `head`), `--batch-size` rows at
+    a time, batched continuously (a finished row takes the next prompt at once); each file is
+    made when its sample starts writing and grows as the bytes come. Returns the stop reasons."""
     from tqdm import tqdm
 
     from bgpt.files import create_output
-    from bgpt.generate import Generation, Sampling, stop_message
+    from bgpt.generate import GenerateOptions, stop_message
 
-    sampling = Sampling(top_k=args.top_k, top_p=args.top_p, temperature=args.temperature)
     n = len(prompts)
-    if not sampling.greedy and args.seed is None:
+    opts = GenerateOptions(
+        max_bytes=args.max_bytes,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        temperature=args.temperature,
+        seed=args.seed,
+        dtype=dtype,
+        engine=args.engine,
+        batch_size=args.batch_size or min(n, DEFAULT_BATCH),
+    )
+    if not opts.sampling.greedy and args.seed is None:
         args.seed = int.from_bytes(os.urandom(3), "little")
         print(f"seed {args.seed} (pass --seed {args.seed} to repeat this run)", file=sys.stderr)
-    size = args.batch_size or min(n, DEFAULT_BATCH)
-    # Longest prompts first, so each batch holds prompts of similar lengths (the result of a
-    # sample does not depend on its batch).
-    order = sorted(range(n), key=lambda i: -len(prompts[i]))
-    stops: list = [None] * n
-    sizes = [0] * n
-    bar = None
+        opts = dataclasses.replace(opts, seed=args.seed)
+    gen = opts.run(model, prompts)
+    limits = [gen.limit(i) for i in range(n)]
+    files: dict[int, object] = {}  # the open files of the running samples
+
+    def open_file(i: int):
+        f = files[i] = create_output(paths[i], args.force)
+        f.write(head)
+        return f
+
+    def close_file(i: int) -> None:
+        (files.get(i) or open_file(i)).close()
+        del files[i]
+
     start = time.perf_counter()
+    bar = tqdm(total=sum(limits), unit="B", unit_scale=True, disable=args.quiet,
+               dynamic_ncols=True, file=sys.stderr)  # fmt: skip
     try:
-        for b0 in range(0, n, size):
-            idx = order[b0 : b0 + size]
-            gen = Generation(
-                model,
-                [prompts[i] for i in idx],
-                engine=args.engine,
-                max_bytes=args.max_bytes,
-                sampling=sampling,
-                seeds=None if sampling.greedy else [args.seed + i for i in idx],
-                dtype=dtype,
-            )
-            limits = [gen.limit(j) for j in range(len(idx))]
-            if bar is None:
-                bar = tqdm(
-                    total=sum(limits),
-                    unit="B",
-                    unit_scale=True,
-                    disable=args.quiet,
-                    dynamic_ncols=True,
-                    file=sys.stderr,
-                )
-            else:
-                bar.total += sum(limits)
-            files = [create_output(paths[i], args.force) for i in idx]
-            try:
-                for f in files:
-                    f.write(head)
+        for step in gen:
+            for i, y in step:
+                (files.get(i) or open_file(i)).write(bytes((y,)))
+            bar.update(len(step))
+            for i in gen.finished:  # done: close its file, and the bar's total shrinks
+                close_file(i)
+                bar.total -= limits[i] - len(gen.outputs[i])
+            gen.finished.clear()
+            for i, f in files.items():
+                if gen.at_patch_end(i):
                     f.flush()
-                for step in gen:
-                    for j, y in step:
-                        files[j].write(bytes((y,)))
-                    bar.update(len(step))
-                    for j, f in enumerate(files):
-                        if f.closed:
-                            continue
-                        if gen.stops[j] is not None:  # done: close it, and the bar's total shrinks
-                            f.close()
-                            bar.total -= limits[j] - len(gen.outputs[j])
-                        elif gen.at_patch_end(j):
-                            f.flush()
-            finally:
-                for f in files:
-                    f.close()
-            for j, i in enumerate(idx):
-                stops[i], sizes[i] = gen.stops[j], len(gen.outputs[j])
+        for i in gen.finished:  # samples that stopped before their first step (--max-bytes 0)
+            close_file(i)
     finally:
-        if bar is not None:
-            bar.refresh()
-            bar.close()
+        for f in files.values():
+            f.close()
+        bar.refresh()
+        bar.close()
+    stops = list(gen.stops)
+    sizes = [len(o) for o in gen.outputs]
     elapsed = time.perf_counter() - start
     for i in range(n):
         made = (
