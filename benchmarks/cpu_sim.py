@@ -153,13 +153,16 @@ def python_generate(out: Path, n: int, seed: int = 0, append_states: bool = Fals
 
 
 def fast_no_files(n: int, seed: int = 0) -> None:
+    """Draw, name, dedupe and simulate as generate_dataset does, in this one process."""
     taken: set[str] = set()
-    chunks = data._unique_instances(np.random.default_rng(seed), 1, 255, taken)
+    chunks = data._unique_programs(np.random.default_rng(seed), 1, 255, taken)
     left = n
     while left > 0:
-        items = next(chunks)[:left]
-        taken.update(name for name, _ in items)
-        left -= len(items)
+        memory, start, names = next(chunks)
+        names = names[:left]
+        taken.update(names)
+        data.simulate_batch(memory[: len(names)], start[: len(names)]).parts()
+        left -= len(names)
 
 
 def files_only(out: Path, n: int) -> None:

@@ -17,7 +17,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +44,10 @@ from bgpt.tasks.cpu.simulator import (
 
 CHUNK = 4096  # programs drawn at a time; part of what a seed means
 STALL_CHUNKS = 256  # give up after this many chunks in a row bring no new program
+WRITERS = 2  # processes that simulate and write a large one-file-per-instance set
+PROCESS_MIN = 4 * CHUNK  # smaller sets are written here: starting processes costs more
 
-Item = tuple[str, tuple[memoryview, memoryview]]  # file name, (memory, states) bytes
+Chunk = tuple[np.ndarray, np.ndarray, list[str]]  # memories (k, 1024), starts (k, 11), names
 
 
 @dataclass(frozen=True)
@@ -92,69 +94,86 @@ def check_settings(n_train: int, n_test: int, min_len: int, max_len: int, seed: 
         )
 
 
-def _unique_instances(
+def _unique_programs(
     rng: np.random.Generator, min_len: int, max_len: int, taken: set[str]
-) -> Iterator[list[Item]]:
-    """Chunks of instances with distinct names that are not in ``taken``.
+) -> Iterator[Chunk]:
+    """Chunks of programs with distinct names that are not in ``taken``, with their random
+    start values (drawn for the whole chunk, so a seed means the same whatever is skipped).
 
     The caller adds the names it uses to ``taken`` before asking for the next chunk.
     """
     stalled = 0
     while True:
         memory, lengths = random_programs(rng, CHUNK, min_len, max_len)
-        batch = simulate_batch(memory, random_start(rng, CHUNK))
-        fresh, seen = [], set()
-        for name, parts in zip(program_names(memory, lengths), batch.parts(), strict=True):
+        start = random_start(rng, CHUNK)
+        keep, names, seen = [], [], set()
+        for i, name in enumerate(program_names(memory, lengths)):
             if name not in taken and name not in seen:
                 seen.add(name)
-                fresh.append((name + ".bin", parts))
-        stalled = 0 if fresh else stalled + 1
+                keep.append(i)
+                names.append(name)
+        stalled = 0 if keep else stalled + 1
         if stalled >= STALL_CHUNKS:
             raise BGPTError(
                 f"no new distinct program in {STALL_CHUNKS * CHUNK} draws after {len(taken)}: "
                 "ask for fewer instances or longer programs"
             )
-        yield fresh
+        yield memory[keep], start[keep], names
 
 
-def _write_files(folder: Path, items: list[Item]) -> None:
+def _write_files(folder: Path, memory: np.ndarray, start: np.ndarray, names: list[str]) -> None:
+    """Simulate a chunk of programs and write one ``NAME.bin`` instance file each."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
-    for name, parts in items:
-        fd = os.open(folder / name, flags, 0o644)
+    parts = simulate_batch(memory, start).parts()
+    for name, views in zip(names, parts, strict=True):
+        fd = os.open(folder / f"{name}.bin", flags, 0o644)
         try:
             if hasattr(os, "writev"):
-                os.writev(fd, parts)
+                os.writev(fd, views)
             else:
-                os.write(fd, b"".join(parts))
+                os.write(fd, b"".join(views))
         finally:
             os.close(fd)
 
 
 @contextlib.contextmanager
-def _folder_writer(folder: Path) -> Iterator[Callable[[list[Item]], None]]:
-    """One file per instance, written on a background thread (file I/O releases the GIL)."""
+def _folder_writer(folder: Path, count: int) -> Iterator[Callable[[Chunk], None]]:
+    """One file per instance. A large set is simulated and written by `WRITERS` worker
+    processes while this one draws the next programs (file creation costs the kernel as much
+    as the simulation costs numpy: docs/benchmarks.md); a small one here, at once."""
     folder.mkdir(parents=True, exist_ok=True)
+    if count < PROCESS_MIN:
+        yield lambda chunk: _write_files(folder, *chunk)
+        return
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     pending: list[Future] = []
 
-    def add_many(items: list[Item]) -> None:
-        while len(pending) >= 2:  # bound the memory held by queued chunks
+    def add(chunk: Chunk) -> None:
+        while len(pending) >= 2 * WRITERS:  # bound the memory held by queued chunks
             pending.pop(0).result()
-        pending.append(pool.submit(_write_files, folder, items))
+        pending.append(pool.submit(_write_files, folder, *chunk))
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        yield add_many
+    with ProcessPoolExecutor(max_workers=WRITERS, mp_context=context) as pool:
+        yield add
         for f in pending:
             f.result()
 
 
 @contextlib.contextmanager
-def _packed_writer(folder: Path) -> Iterator[Callable[[list[Item]], None]]:
+def _packed_writer(folder: Path, count: int) -> Iterator[Callable[[Chunk], None]]:
     from bgpt.data import PackWriter  # the packed-dataset format lives in the core
 
+    def add(chunk: Chunk) -> None:
+        memory, start, names = chunk
+        batch = simulate_batch(memory, start)
+        for i, name in enumerate(names):
+            w.add(f"{name}.bin", batch.instance(i))
+
     with PackWriter(folder) as w:
-        yield lambda items: [
-            w.add(name, bytes(memory) + bytes(states)) for name, (memory, states) in items
-        ]
+        yield add
 
 
 def _check_empty(folder: Path) -> None:
@@ -196,15 +215,17 @@ def generate_dataset(
                 ("test", n_test, streams[0]),
                 ("train", n_train, streams[1]),
             ):
-                chunks = _unique_instances(np.random.default_rng(stream), min_len, max_len, taken)
-                with (_packed_writer if packed else _folder_writer)(out / split) as add_many:
+                chunks = _unique_programs(np.random.default_rng(stream), min_len, max_len, taken)
+                writer = _packed_writer if packed else _folder_writer
+                with writer(out / split, count) as add:
                     left = count
                     while left > 0:
-                        items = next(chunks)[:left]
-                        taken.update(name[: -len(".bin")] for name, _ in items)
-                        add_many(items)
-                        left -= len(items)
-                        bar.update(len(items))
+                        memory, start, names = next(chunks)
+                        names = names[:left]
+                        taken.update(names)
+                        add((memory[: len(names)], start[: len(names)], names))
+                        left -= len(names)
+                        bar.update(len(names))
     except OSError as e:
         raise BGPTError(f"cannot write the dataset: {e}") from e
     return GenerateReport(out, n_train, n_test, time.perf_counter() - t0, packed)
