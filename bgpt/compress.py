@@ -21,7 +21,7 @@ The .bgz format (all integers little-endian; "varint" is unsigned LEB128):
     magic        4 bytes  b"BGZ" + format version (1)
     flags        1 byte   low 4 bits: windowing scheme (1 = stream.eval_windows, EOF coded),
                           high 4 bits: compute, 2 x weights + device: weights 0 fp32,
-                          1 bf16, 2 int8 (`bgpt.quantize`); device 0 CPU, 1 CUDA
+                          1 bf16, 2 fp16, 3 int8 (`bgpt.config.WEIGHTS`); device 0 CPU, 1 CUDA
     fingerprint  8 bytes  first 8 bytes of sha256(model config + weights), see `fingerprint`
     patch size   varint   S of the model
     max patches  varint   L of the model (windows of L patches)

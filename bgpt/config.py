@@ -15,11 +15,13 @@ from typing import Any
 from bgpt.errors import BGPTError
 from bgpt.validation import check_fields, check_ranges
 
-WEIGHTS = ("fp32", "bf16", "int8")
-"""Forms a loaded model's weights take for inference (`bgpt.quantize`, `--weights`)."""
+WEIGHTS = ("fp32", "bf16", "fp16", "int8")
+"""Forms a loaded model's weights take for inference (`bgpt.quantize`, `--weights`); their
+positions are codes in .bgz headers: append only."""
 WEIGHTS_HELP = (
-    "form of the weights for inference: fp32 (the checkpoint's, exact; default), bf16, or "
-    "int8 (weight-only, faster on CPU; docs/benchmarks.md has speed and quality)"
+    "form of the weights for inference: fp32 (the checkpoint's, exact; default), bf16, fp16 "
+    "(fp16 weights, fp32 sums), or int8 (int8 weights, activations quantized per row); fp16 "
+    "and int8 are faster on CPU (docs/benchmarks.md: speed and quality)"
 )
 
 

@@ -73,7 +73,7 @@ from bgpt.device import DTYPES, autocast
 from bgpt.errors import BGPTError
 from bgpt.fused import FusedStep
 from bgpt.fused import available as fused_available
-from bgpt.quantize import Int8Linear, quantize, weights_of
+from bgpt.quantize import _PackedLinear, quantize, weights_of
 from bgpt.stream import PAD, conversion_prompt, header_patch
 from bgpt.validation import check_fields
 
@@ -446,10 +446,10 @@ class Generation:
                 yield emitted
 
 
-def _linear(linear: nn.Linear | Int8Linear, dtype: torch.dtype, transpose: bool):
+def _linear(linear: nn.Linear | _PackedLinear, dtype: torch.dtype, transpose: bool):
     """x -> linear(x) on weights cast once to `dtype`; with `transpose`, stored (in, out).
-    An int8 layer runs its own kernel (`bgpt.quantize`)."""
-    if isinstance(linear, Int8Linear):
+    An fp16 or int8 layer runs its own kernel (`bgpt.quantize`)."""
+    if isinstance(linear, _PackedLinear):
         return linear.bound(dtype)
     bias = linear.bias.detach().to(dtype)
     if transpose:
