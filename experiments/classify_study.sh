@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Issue 17's study: what makes bgpt's classifiers learn per CPU-minute? Equal-time runs of
+# `bgpt train-classifier` on the sets `bgpt media build` makes, one hypothesis per run:
+#
+#   bash experiments/classify_study.sh [OUT]     # OUT defaults to runs/classify-study
+#
+# Every run trains on SET/train for $MINUTES minutes and is chosen by its accuracy on the
+# held-out part of SET/train that train-classifier keeps aside by itself (--eval-fraction,
+# never SET/test); `bgpt eval RUN SET/test` then scores it once, with the trivial baselines
+# fitted on the same training files. experiments/classify_study_table.py prints the table.
+# Environment: SETS ("digits text"), MINUTES (4), RUNS (names below), BGPT (bgpt).
+set -euo pipefail
+OUT=${1:-runs/classify-study}
+SETS=${SETS:-"digits text"}
+MINUTES=${MINUTES:-4}
+BGPT=${BGPT:-bgpt}
+RUNS=${RUNS:-"default lr1e-3 lr3e-3 narrow aligned"}
+mkdir -p "$OUT"
+
+flags() {  # flags RUN SET: the one change each run makes to the defaults
+  case $1 in
+    default) ;;                                                   # small preset, lr 3e-4
+    lr1e-3) echo "--lr 1e-3" ;;                                   # learning rate x3
+    lr3e-3) echo "--lr 3e-3" ;;                                   # learning rate x10
+    narrow) echo "--lr 1e-3 --hidden-size 128 --patch-layers 2" ;;  # 4x cheaper steps
+    aligned)  # patches on the data's own units: 4 bytes of text; one 8x8 source pixel (4 RGB repeats)
+      if [ "$2" = digits ]; then echo "--lr 1e-3 --patch-size 12 --max-patches 264"
+      else echo "--lr 1e-3 --patch-size 4 --max-patches 512"; fi ;;
+    nodrop) echo "--lr 1e-3 --dropout 0" ;;
+    *) echo "unknown run $1" >&2; exit 2 ;;
+  esac
+}
+
+for set in $SETS; do
+  [ -d "$OUT/$set/test" ] || "$BGPT" media build "$set" --out "$OUT/$set" --json > /dev/null
+  for run in $RUNS; do
+    dir="$OUT/$set-$run"
+    if [ ! -e "$dir/latest" ]; then
+      # shellcheck disable=SC2046
+      "$BGPT" train-classifier "$OUT/$set/train" --out "$dir" --minutes "$MINUTES" \
+        --save-every 100000 --no-progress -q $(flags "$run" "$set")
+    fi
+    [ -s "$dir.test.json" ] || "$BGPT" eval "$dir" "$OUT/$set/test" --json -q > "$dir.test.json"
+  done
+done

@@ -1,0 +1,33 @@
+"""The table of experiments/classify_study.sh: per set and run, the steps it made in its
+minutes, accuracy on the held-out part of train (what a run is chosen by), then on the test
+split beside the trivial baselines fitted on the same training files.
+
+    python experiments/classify_study_table.py [OUT]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def main(out: Path) -> None:
+    print(
+        "| set | run | steps | held-out (val) accuracy | test accuracy | majority | byte n-gram LR |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for test in sorted(out.glob("*.test.json")):
+        run = test.with_name(test.name.removesuffix(".test.json"))
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
+        val = [r["eval_accuracy"] for r in rows if "eval_accuracy" in r]
+        steps = max((r["step"] for r in rows if "loss" in r), default=0)
+        r = json.loads(test.read_text())
+        b = r.get("baselines", {})
+        s, name = run.name.split("-", 1)
+        print(f"| {s} | {name} | {steps:,} | {100 * val[-1]:.1f} % | {100 * r['accuracy']:.1f} % "
+              f"| {100 * b.get('majority', float('nan')):.1f} % | {100 * b.get('ngram_logreg', float('nan')):.1f} % |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/classify-study"))
