@@ -18,7 +18,10 @@ from bgpt.model import BGPT
 
 from .conftest import random_bgpt
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
 
 CUDA = torch.device("cuda")
 
