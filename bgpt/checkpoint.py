@@ -227,6 +227,10 @@ def to_reference_state_dict(model: BGPT | BGPTClassifier) -> dict[str, torch.Ten
         raise CheckpointError(
             "a model with byte_context has no reference (.pth) form: the paper's model reads no byte context"
         )
+    if config.pooling != "mean":
+        raise CheckpointError(
+            f"a classifier pooling by {config.pooling} has no reference (.pth) form: the paper's pools by the mean"
+        )
     ours = model.state_dict()
     out = {
         ref: (ours[k].t().contiguous() if tr else ours[k].clone())

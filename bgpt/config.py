@@ -25,6 +25,9 @@ WEIGHTS_HELP = (
 )
 
 
+POOLINGS = ("mean", "last", "attention")
+
+
 @dataclass
 class BGPTConfig:
     """Shape of a bGPT model (SPEC §2). Defaults are the paper's 110 M model."""
@@ -52,6 +55,10 @@ class BGPTConfig:
     """Initial patch positions: "learned" (GPT-2's N(0, 0.02), the paper) or "sinusoidal"
     (sines at frequencies pi * 2^(-k/2), still trained: position p and position 4p are one
     linear map apart, so attention can look up "the patch a quarter of the way back")."""
+    pooling: str = "mean"
+    """How a classifier pools its patch features into one vector: "mean" over the real
+    patches (the paper), "last" (the last real patch's feature, which has seen every
+    patch: the decoder is causal) or "attention" (a learned query attends over them)."""
     num_classes: int = 0
     """0: a generative model; K > 0: a classifier over K labels (no byte-level decoder)."""
     labels: list[str] = field(default_factory=list)
@@ -84,6 +91,8 @@ class BGPTConfig:
             raise BGPTError(
                 f"config: patch_positions must be learned or sinusoidal, got {self.patch_positions!r}"
             )
+        if self.pooling not in POOLINGS:
+            raise BGPTError(f"config: pooling must be {', '.join(POOLINGS)}, got {self.pooling!r}")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise BGPTError(f"config: dropout must be in [0, 1), got {self.dropout!r}")
         if self.num_classes < 0:
@@ -172,6 +181,7 @@ MODEL_FIELDS = (
     "dropout",
     "byte_context",
     "patch_positions",
+    "pooling",
 )
 
 

@@ -433,7 +433,8 @@ class BGPT(nn.Module):
 
 
 class BGPTClassifier(nn.Module):
-    """Patch-level decoder, mean of its outputs over real patches, linear head to K classes."""
+    """Patch-level decoder, its outputs pooled over the real patches (mean, the paper's; or
+    the last; or attention with a learned query), linear head to K classes."""
 
     def __init__(self, config: BGPTConfig):
         super().__init__()
@@ -442,6 +443,8 @@ class BGPTClassifier(nn.Module):
         self.config = config
         self.patch_decoder = PatchDecoder(config)
         self.classifier = nn.Linear(config.hidden_size, config.num_classes)
+        if config.pooling == "attention":  # one learned query over the patch features
+            self.pool_query = nn.Parameter(torch.zeros(config.hidden_size))
         _init_weights(self, {self.patch_decoder.transformer: config.patch_layers})
         if config.patch_positions == "sinusoidal":
             sinusoidal_positions_(self.patch_decoder.transformer.wpe.weight)
@@ -455,8 +458,17 @@ class BGPTClassifier(nn.Module):
     def forward(self, patches: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """patches (B, P, S), mask (B, P) -> class logits (B, K)."""
         features = self.patch_decoder(patches)  # (B, P, H)
-        m = mask.unsqueeze(-1).to(features.dtype)
-        pooled = (features * m).sum(1) / m.sum(1).clamp_min(1)  # (B, H)
+        pooling = self.config.pooling
+        if pooling == "last":  # the last real patch has seen them all
+            last = mask.long().sum(1).clamp_min(1) - 1  # (B,)
+            pooled = features[torch.arange(len(features), device=features.device), last]
+        elif pooling == "attention":
+            scores = features @ self.pool_query.to(features.dtype) / math.sqrt(features.shape[-1])
+            weights = scores.float().masked_fill(~mask.bool(), float("-inf")).softmax(1)  # (B, P)
+            pooled = (weights.to(features.dtype).unsqueeze(-1) * features).sum(1)  # (B, H)
+        else:  # mean over the real patches (the paper)
+            m = mask.unsqueeze(-1).to(features.dtype)
+            pooled = (features * m).sum(1) / m.sum(1).clamp_min(1)  # (B, H)
         return self.classifier(pooled)
 
 

@@ -8,13 +8,14 @@
 # held-out part of SET/train that train-classifier keeps aside by itself (--eval-fraction,
 # never SET/test); `bgpt eval RUN SET/test` then scores it once, with the trivial baselines
 # fitted on the same training files. experiments/classify_study_table.py prints the table.
-# Environment: SETS ("digits text"), MINUTES (4), RUNS (names below), BGPT (bgpt).
+# Environment: SETS ("digits text"), MINUTES (4), RUNS (names below), BGPT (bgpt). Two sets
+# can run side by side, one thread each (OMP_NUM_THREADS=1): the runs of one set stay equal.
 set -euo pipefail
 OUT=${1:-runs/classify-study}
 SETS=${SETS:-"digits text"}
 MINUTES=${MINUTES:-4}
 BGPT=${BGPT:-bgpt}
-RUNS=${RUNS:-"default lr1e-3 lr3e-3 narrow aligned"}
+RUNS=${RUNS:-"default lr1e-3 narrow aligned last attn"}
 mkdir -p "$OUT"
 
 flags() {  # flags RUN SET: the one change each run makes to the defaults
@@ -27,6 +28,8 @@ flags() {  # flags RUN SET: the one change each run makes to the defaults
       if [ "$2" = digits ]; then echo "--lr 1e-3 --patch-size 12 --max-patches 264"
       else echo "--lr 1e-3 --patch-size 4 --max-patches 512"; fi ;;
     nodrop) echo "--lr 1e-3 --dropout 0" ;;
+    last) echo "--lr 1e-3 --pooling last" ;;                      # the last patch has seen all
+    attn) echo "--lr 1e-3 --pooling attention" ;;                 # a learned query
     *) echo "unknown run $1" >&2; exit 2 ;;
   esac
 }

@@ -121,6 +121,39 @@ def test_classifier_parity_with_reference(tiny_config):
     assert diff.abs().max() <= 1e-5
 
 
+def test_classifier_poolings(tiny_config):
+    """ "last" reads the last real patch's feature, "attention" with its initial (zero) query is
+    the mean, and no pooling looks at padding patches (a row's logits equal it alone)."""
+    cfg = tiny_config.replace(num_classes=3, byte_layers=0)
+    batch = random_batch(tiny_config)
+    lengths = batch.mask.sum(1).tolist()
+    assert len(set(lengths)) > 1  # rows of different lengths: the shorter ones padded
+    models = {
+        p: BGPTClassifier(cfg.replace(pooling=p)).eval() for p in ("mean", "last", "attention")
+    }
+    state = models["mean"].state_dict()
+    for m in models.values():
+        m.load_state_dict(state, strict=False)  # one patch decoder and head for all three
+    with torch.no_grad():
+        feats = models["mean"].patch_decoder(batch.patches)
+        last = feats[torch.arange(len(lengths)), torch.tensor(lengths) - 1]
+        torch.testing.assert_close(
+            models["last"](batch.patches, batch.mask), models["last"].classifier(last)
+        )
+        torch.testing.assert_close(
+            models["attention"](batch.patches, batch.mask),
+            models["mean"](batch.patches, batch.mask),
+        )
+        models["attention"].pool_query.normal_()
+        for m in models.values():
+            together = m(batch.patches, batch.mask)
+            for i, n in enumerate(lengths):
+                alone = m(batch.patches[i : i + 1, :n], batch.mask[i : i + 1, :n])
+                torch.testing.assert_close(alone[0], together[i], atol=1e-5, rtol=1e-5)
+    with pytest.raises(BGPTError, match="pooling"):
+        cfg.replace(pooling="max")
+
+
 def test_reference_export_round_trip(tiny_config):
     model = BGPT(tiny_config).eval()
     state = to_reference_state_dict(model)
