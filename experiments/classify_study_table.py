@@ -17,14 +17,19 @@ def main(out: Path) -> None:
         "| set | run | steps | held-out (val) accuracy | test accuracy | majority | byte n-gram LR |"
     )
     print("|---|---|---:|---:|---:|---:|---:|")
+    baselines = {}  # per set: from the run whose evaluation fitted them
+    for test in out.glob("*.test.json"):
+        b = json.loads(test.read_text()).get("baselines")
+        if b:
+            baselines[test.name.split("-", 1)[0]] = b
     for test in sorted(out.glob("*.test.json")):
         run = test.with_name(test.name.removesuffix(".test.json"))
         rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
         val = [r["eval_accuracy"] for r in rows if "eval_accuracy" in r]
         steps = max((r["step"] for r in rows if "loss" in r), default=0)
         r = json.loads(test.read_text())
-        b = r.get("baselines", {})
         s, name = run.name.split("-", 1)
+        b = baselines.get(s, {})
         print(f"| {s} | {name} | {steps:,} | {100 * val[-1]:.1f} % | {100 * r['accuracy']:.1f} % "
               f"| {100 * b.get('majority', float('nan')):.1f} % | {100 * b.get('ngram_logreg', float('nan')):.1f} % |")  # fmt: skip
 
