@@ -39,9 +39,9 @@ def test_int8_weights_within_half_a_step_of_the_floats():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_int8_kernel_equals_its_plain_twin(dtype):
-    """fbgemm and the twin quantize each activation row with the same scale and zero point and
-    form the same integer sums exactly; only the final scaling rounds (a few fp32 ulps, then
-    one bf16 rounding of the output in bf16)."""
+    """fbgemm and the twin scale each activation row alike, quantize it with the same scale and
+    zero point and form the same integer sums exactly; only the final scalings round (a few
+    fp32 ulps, then one bf16 rounding of the output in bf16)."""
     torch.manual_seed(2)
     k = 256
     q = Int8Linear(nn.Linear(k, 48))
@@ -59,8 +59,9 @@ def test_int8_kernel_equals_its_plain_twin(dtype):
 
 
 def test_int8_rows_do_not_depend_on_each_other():
-    """Each row is quantized with its own range: a row 100x larger elsewhere in the batch
-    changes nothing (fbgemm alone quantizes the whole tensor with one range)."""
+    """Each row is scaled by its own magnitude and the anchor row pins the quantization range:
+    a row 100x larger elsewhere in the batch changes nothing (fbgemm alone quantizes the whole
+    tensor with the range it spans)."""
     torch.manual_seed(3)
     q = Int8Linear(nn.Linear(64, 16))
     x = torch.randn(3, 64)
