@@ -131,11 +131,21 @@ class Int8Linear(_PackedLinear):
             )
             self._packed = torch.ops.quantized.linear_prepack(qt, None)
         packed, op, bias = self._packed, torch.ops.quantized.linear_dynamic, self.bias
+        anchor = self._anchored(torch.ones(1, self.in_features))[0][1:]
+        buffers: dict[
+            int, torch.Tensor
+        ] = {}  # rows -> (rows + 1, in): the scaled rows, then the anchor
 
-        def fn(x: torch.Tensor) -> torch.Tensor:
-            xn, s = self._anchored(x)
-            y = op(xn, packed, True)[:-1] * s
-            return y if bias is None else y + bias
+        def fn(x: torch.Tensor) -> torch.Tensor:  # as the twin's _anchored, in fewer operator calls
+            n = x.shape[0]
+            buf = buffers.get(n)
+            if buf is None:
+                buf = buffers[n] = torch.cat([x.new_empty(n, x.shape[1]), anchor])
+            s = torch.linalg.vector_norm(x, float("inf"), dim=1, keepdim=True)
+            s.clamp_(min=torch.finfo(torch.float32).tiny)
+            torch.div(x, s, out=buf[:n])
+            y = op(buf, packed, True)[:n]
+            return y * s if bias is None else torch.addcmul(bias, y, s)
 
         return fn
 
