@@ -4,11 +4,12 @@
 # (`bgpt cpu evaluate --no-free-run`).
 #
 #   bash experiments/weights_quality.sh RUN DATA OUT     # e.g. the demo's run and data/test
+# FORMS="fp16 int8" scores only those (the table needs fp32's files in OUT).
 set -euo pipefail
 RUN=$1; DATA=$2; OUT=${3:-runs/weights-quality}
 BGPT=${BGPT:-bgpt}
 mkdir -p "$OUT"
-for w in fp32 bf16 fp16 int8; do
+for w in ${FORMS:-fp32 bf16 fp16 int8}; do
   start=$(date +%s.%N)
   "$BGPT" eval "$RUN" "$DATA" --weights "$w" --json -q > "$OUT/eval-$w.json"
   mid=$(date +%s.%N)
