@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from bgpt.bench import flops_per_byte
 from bgpt.cli import main
 from bgpt.config import BGPTConfig
@@ -74,6 +76,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
 """
 
 
+@pytest.mark.machine
 def test_freed_memory_is_reused_without_page_faults():
     """keep_freed_memory: large tensors allocated one after another reuse the freed pages.
     By default glibc unmaps blocks over 32 MB on free and each new one faults its pages in."""

@@ -382,6 +382,7 @@ def test_text_set(tmp_path):
     assert digest(out) == digest(tmp_path / "again")
 
 
+@pytest.mark.machine
 def test_text_labels_are_stdlib_packages():
     docs = media.stdlib_docstrings()
     big = [p for p, v in docs.items() if len(v) >= media.TEXT_MIN_PER_LABEL]
@@ -510,6 +511,7 @@ def test_filetypes_set_is_deterministic(filetypes_set, tmp_path):
     assert digest(out) == digest(tmp_path / "again")
 
 
+@pytest.mark.machine
 def test_filetypes_tools_benchmark_runs(filetypes_set, tmp_path):
     pytest.importorskip("magic", reason="python-magic is not installed")
     out, _, _ = filetypes_set
