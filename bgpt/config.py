@@ -20,8 +20,9 @@ WEIGHTS = ("fp32", "bf16", "fp16", "int8")
 positions are codes in .bgz headers: append only."""
 WEIGHTS_HELP = (
     "form of the weights for inference: fp32 (the checkpoint's, exact; default), bf16, fp16 "
-    "(fp16 weights, fp32 sums), or int8 (int8 weights, activations quantized per row); fp16 "
-    "and int8 are faster on CPU (docs/benchmarks.md: speed and quality)"
+    "(fp16 weights, fp32 sums), or int8 (int8 weights, activations quantized per row); on CPU "
+    "fp16 and int8 generate ~3x faster with the paper-size model, not with small ones "
+    "(docs/benchmarks.md: speed and quality)"
 )
 
 
