@@ -774,9 +774,10 @@ class GenerateOptions:
     def run(self, model: BGPT, streams: Sequence[np.ndarray]) -> Generation:
         """The batched run of these options over prompt streams."""
         seeds = None if self.seed is None else [self.seed + i for i in range(len(streams))]
-        if self.weights is not None and self.weights != weights_of(model):
-            if weights_of(model) != "fp32":
-                raise BGPTError(f"this model's weights are {weights_of(model)} already")
+        current = weights_of(model) if self.weights is not None else None
+        if current is not None and current != self.weights:
+            if current != "fp32":
+                raise BGPTError(f"this model's weights are {current} already")
             model = quantize(copy.deepcopy(model), self.weights)
         return Generation(
             model,

@@ -114,14 +114,18 @@ class Int8Linear(_PackedLinear):
         self.register_buffer("qweight", q)
         self.register_buffer("scale", scale)
 
+    def _anchor(self) -> torch.Tensor:
+        """(1, in): the row holding the ends of the range, [-127/126, 127/126]: a row's own
+        largest magnitude (+-1) lands on a whole step (63 from the zero point), never half way,
+        where two roundings could differ."""
+        anchor = torch.zeros(1, self.in_features)
+        anchor[0, 0], anchor[0, -1] = 127 / 126, -127 / 126
+        return anchor
+
     def _anchored(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(rows scaled into [-1, 1] with the anchor row last, each row's scale)."""
         s = x.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
-        anchor = x.new_zeros(1, x.shape[1])
-        # the range [-127/126, 127/126]: a row's own largest magnitude (+-1) lands on a whole
-        # step (63 steps from the zero point), never half way, where roundings could differ
-        anchor[0, 0], anchor[0, -1] = 127 / 126, -127 / 126
-        return torch.cat([x / s, anchor]), s
+        return torch.cat([x / s, self._anchor().to(x.device)]), s
 
     def _kernel_fn(self):
         if self._packed is None:
@@ -131,7 +135,7 @@ class Int8Linear(_PackedLinear):
             )
             self._packed = torch.ops.quantized.linear_prepack(qt, None)
         packed, op, bias = self._packed, torch.ops.quantized.linear_dynamic, self.bias
-        anchor = self._anchored(torch.ones(1, self.in_features))[0][1:]
+        anchor = self._anchor()
         buffers: dict[
             int, torch.Tensor
         ] = {}  # rows -> (rows + 1, in): the scaled rows, then the anchor
