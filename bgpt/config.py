@@ -235,6 +235,12 @@ class TrainConfig:
     """Train on the predictions of patches from this index of each sequence on; the ones before
     are read as context only (0: every patch after the header, as the paper). CPU states: 65,
     the header and the 64 patches of the program in memory."""
+    label_smoothing: float = 0.0
+    """Classifiers: share of each label's probability spread over the other labels in the
+    training loss (0: plain cross-entropy)."""
+    shift_bytes: int = 0
+    """Classifiers: each training crop starts a random 0..shift_bytes-1 bytes into its file, so
+    the same content lands at every position of a patch (0: every crop starts at byte 0)."""
     seed: int = 0
     """Seed of initialisation, data order, crops and dropout."""
     save_every: int = 200
@@ -277,6 +283,8 @@ class TrainConfig:
                 "log_every": (1, None),
                 "eval_max_files": (1, None),
                 "loss_from_patch": (0, 1 << 20),
+                "label_smoothing": (0, 1),
+                "shift_bytes": (0, 1 << 20),
             },
         )
         checks = {
@@ -292,6 +300,8 @@ class TrainConfig:
             "grad_clip": self.grad_clip >= 0,
             "sample_patches": self.sample_patches >= 0,
             "loss_from_patch": self.loss_from_patch >= 0,
+            "label_smoothing": 0 <= self.label_smoothing < 1,
+            "shift_bytes": self.shift_bytes >= 0,
             "save_every": self.save_every >= 1,
             "log_every": self.log_every >= 1,
             "eval_max_files": self.eval_max_files >= 1,

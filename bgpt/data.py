@@ -414,8 +414,10 @@ class StreamDataset:
         max_patches: int,
         conversion: str | None = None,
         labels: list[str] | None = None,
+        shift_bytes: int = 0,
     ):
         self.files = files
+        self.shift_bytes = shift_bytes
         self.patch_size = patch_size
         self.max_patches = max_patches
         self.items: list[tuple[int, ...]]
@@ -451,18 +453,24 @@ class StreamDataset:
             else self.files.names[self.items[item][0]]
         )
 
-    def stream(self, item: int) -> Stream:
+    def stream(self, item: int, skip: int = 0) -> Stream:
+        """Item `item` as a stream; a single file less its first `skip` bytes (at least one
+        byte is kept)."""
         it = self.items[item]
         s = self.patch_size
         if len(it) == 1:
             name = self.files.names[it[0]]
-            return encode(self.files.read(it[0]), extension_of(name), s)
+            data = self.files.read(it[0])
+            return encode(data[min(skip, len(data) - 1) :] if skip else data, extension_of(name), s)
         x, y, xe, ye = it
         return encode_pair(self.files.read(x), xe, self.files.read(y), ye, s)
 
     def train_example(self, item: int, seed: int, epoch: int) -> Example:
-        st = self.stream(item)
         rng = np.random.default_rng((seed, epoch, item))
+        skip = 0
+        if self.shift_bytes > 1 and len(self.items[item]) == 1:
+            skip = int(np.random.default_rng((seed, epoch, item, 1)).integers(self.shift_bytes))
+        st = self.stream(item, skip)
         start = train_window_start(st.num_patches, self.max_patches, rng)
         label = self.label_ids[item] if self.label_ids else -1
         return Example(st.window(start, self.max_patches), 1, item, label)

@@ -111,12 +111,17 @@ class GenerativeTask:
 
 
 class ClassifyTask:
+    def __init__(self, label_smoothing: float = 0.0):
+        self.label_smoothing = label_smoothing
+
     def units(self, batch) -> int:
         return batch.patches.shape[0]
 
     def loss_sum(self, model, batch, labels):
         logits = model(batch.patches, batch.mask).float()
-        loss = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+        loss = torch.nn.functional.cross_entropy(
+            logits, labels, reduction="sum", label_smoothing=self.label_smoothing
+        )
         return loss, {"correct": int((logits.argmax(-1) == labels).sum()), "count": len(labels)}
 
 
@@ -557,13 +562,14 @@ def _setup(cfg: TrainConfig, locks: list[FolderLock]) -> _Run:
             config.max_patches,
             cfg.conversion,
             labels if cfg.task == "classify" else None,
+            shift_bytes=cfg.shift_bytes,
         )
         for files in (train_files, eval_files)
     ]
     model.to(device)
     model.set_gradient_checkpointing(cfg.gradient_checkpointing)
     task = (
-        ClassifyTask()
+        ClassifyTask(cfg.label_smoothing)
         if cfg.task == "classify"
         else GenerativeTask(cfg.sample_patches, cfg.loss_from_patch)
     )

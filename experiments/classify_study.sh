@@ -28,6 +28,14 @@ flags() {  # flags RUN SET: the one change each run makes to the defaults
       if [ "$2" = digits ]; then echo "--lr 1e-3 --patch-size 12 --max-patches 264"
       else echo "--lr 1e-3 --patch-size 4 --max-patches 512"; fi ;;
     nodrop) echo "--lr 1e-3 --dropout 0" ;;
+    drop0.3) echo "--dropout 0.3" ;;                              # regularisation: dropout x3
+    wd0.1) echo "--weight-decay 0.1" ;;                           # regularisation: decay x10
+    ls0.1) echo "--label-smoothing 0.1" ;;                        # softer targets
+    shift16) echo "--shift-bytes 16" ;;                           # crops at every byte offset
+    patch4) echo "--patch-size 4 --max-patches 512" ;;             # 4-byte patches (4x the patches)
+    pretrain) ;;                                                  # half the minutes generative, below
+    narrow512) echo "--lr 1e-3 --hidden-size 128 --patch-layers 2 --max-patches 512" ;;  # whole 8 KB files
+    narrow-shift16) echo "--lr 1e-3 --hidden-size 128 --patch-layers 2 --shift-bytes 16" ;;
     last) echo "--lr 1e-3 --pooling last" ;;                      # the last patch has seen all
     attn) echo "--lr 1e-3 --pooling attention" ;;                 # a learned query
     *) echo "unknown run $1" >&2; exit 2 ;;
@@ -38,14 +46,23 @@ for set in $SETS; do
   [ -d "$OUT/$set/test" ] || "$BGPT" media build "$set" --out "$OUT/$set" --json > /dev/null
   for run in $RUNS; do
     dir="$OUT/$set-$run"
+    minutes=$MINUTES init=()
+    if [ "$run" = pretrain ]; then  # generative training on SET/train, then the classifier
+      minutes=$(python3 -c "print($MINUTES / 2)")
+      [ -e "$dir-gen/latest" ] || "$BGPT" train "$OUT/$set/train" --out "$dir-gen" \
+        --minutes "$minutes" --lr 1e-3 --save-every 100000 --no-progress -q
+      init=(--init "$dir-gen")
+    fi
     if [ ! -e "$dir/latest" ]; then
       # shellcheck disable=SC2046
-      "$BGPT" train-classifier "$OUT/$set/train" --out "$dir" --minutes "$MINUTES" \
-        --save-every 100000 --no-progress -q $(flags "$run" "$set")
+      "$BGPT" train-classifier "$OUT/$set/train" --out "$dir" --minutes "$minutes" \
+        --save-every 100000 --no-progress -q "${init[@]}" $(flags "$run" "$set")
     fi
-    # the baselines (fitted on the same training files in every run) once per set
+    # the baselines (fitted on the same training files in every run) once per set: with the
+    # first run, unless the default run of an earlier round has them
     first=${RUNS%% *}
-    [ "$run" = "$first" ] && base=() || base=(--no-baselines)
+    base=(--no-baselines)
+    [ "$run" = "$first" ] && [ ! -s "$OUT/$set-default.test.json" ] && base=()
     [ -s "$dir.test.json" ] || "$BGPT" eval "$dir" "$OUT/$set/test" --json -q "${base[@]}" > "$dir.test.json"
   done
 done

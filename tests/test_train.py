@@ -631,3 +631,61 @@ def test_minutes_run_replans_when_the_trial_misjudges_the_pace(tmp_path, monkeyp
     assert "re-planned from the measured pace" in caplog.text
     assert report["steps"] > 2 * planned
     assert [r["step"] for r in read_metrics(tmp_path / "run") if "loss" in r][-1] == report["steps"]
+
+
+def test_shift_bytes_crops_start_at_random_byte_offsets(tmp_path):
+    """shift_bytes=K: a training example is its file less its first k bytes, k drawn in
+    0..K-1 from (seed, epoch, item) (the same example again on resume), at least one byte kept;
+    evaluation and shift_bytes=0 read whole files."""
+    from bgpt.data import StreamDataset
+    from bgpt.stream import encode
+
+    for i, n in enumerate((200, 37, 1)):
+        (tmp_path / f"a_{i}.txt").write_bytes(bytes(range(n)))
+    files = open_files([tmp_path])
+    plain = StreamDataset(files, 16, 64, labels=["a"])
+    shifted = StreamDataset(files, 16, 64, labels=["a"], shift_bytes=16)
+    seen = set()
+    for item in range(3):
+        data = files.read(item)
+        assert (
+            plain.train_example(item, 0, 0).stream.to_bytes() == encode(data, "txt", 16).to_bytes()
+        )
+        assert (
+            shifted.eval_examples(item)[0].stream.to_bytes() == encode(data, "txt", 16).to_bytes()
+        )
+        for epoch in range(20):
+            ex = shifted.train_example(item, 0, epoch)
+            again = shifted.train_example(item, 0, epoch)
+            assert ex.stream.to_bytes() == again.stream.to_bytes() and ex.label == 0
+            k = next(k for k in range(16) if ex.stream.to_bytes()
+                     == encode(data[min(k, len(data) - 1):], "txt", 16).to_bytes())  # fmt: skip
+            seen.add(k) if len(data) > 16 else None
+    assert len(seen) >= 8  # offsets spread over the patch
+    with pytest.raises(BGPTError, match="shift_bytes"):
+        TrainConfig(shift_bytes=-1)
+
+
+def test_label_smoothing_is_torch_cross_entropy_with_smoothing(tiny_config):
+    """The classifier's loss with label_smoothing=e is (1-e) * NLL + e * mean over labels of
+    -log p, summed over the batch."""
+    from bgpt.model import BGPTClassifier
+    from bgpt.stream import collate, encode
+    from bgpt.train import ClassifyTask
+
+    g = np.random.default_rng(0)
+    s = tiny_config.patch_size
+    batch = collate([encode(g.integers(0, 256, n, dtype=np.uint8).tobytes(), "bin", s)
+                     for n in (40, 13, 50)])  # fmt: skip
+    model = BGPTClassifier(tiny_config.replace(num_classes=4, labels=list("abcd"))).eval()
+    labels = torch.tensor([0, 3, 1])
+    with torch.no_grad():
+        logp = model(batch.patches, batch.mask).float().log_softmax(-1)
+        nll = -logp[torch.arange(3), labels]
+        for e in (0.0, 0.1, 0.5):
+            loss, stats = ClassifyTask(e).loss_sum(model, batch, labels)
+            want = ((1 - e) * nll + e * -logp.mean(-1)).sum()
+            torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-5)
+            assert stats["count"] == 3
+    with pytest.raises(BGPTError, match="label_smoothing"):
+        TrainConfig(label_smoothing=1.0)

@@ -28,6 +28,8 @@ RUN_FIELDS = [
     "grad_clip",
     "sample_patches",
     "loss_from_patch",
+    "label_smoothing",
+    "shift_bytes",
     "seed",
     "save_every",
     "eval_max_files",
@@ -42,6 +44,7 @@ RUN_FIELDS = [
 CLASSIFIER_FIELDS = [
     f for f in RUN_FIELDS if f not in ("conversion", "sample_patches", "loss_from_patch")
 ]
+RUN_FIELDS = [f for f in RUN_FIELDS if f not in ("label_smoothing", "shift_bytes")]
 MODEL_OVERRIDES = [f for f in MODEL_FIELDS]
 
 
