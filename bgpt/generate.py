@@ -45,8 +45,8 @@ embedding of the last byte at a known position, so what its first block computes
 attention (the residual stream and q, k, v) is looked up from a table made once per run for
 every (position, symbol) pair (`_OneStep.token_table`): at batch 1 a byte step is bound by
 reading the weights, and this skips the first block's largest matrix. A single sample on CPU in
-fp32 runs each step as one compiled kernel instead when numba is installed (`bgpt.fused`: the
-same math without ~45 operator dispatches per byte). The prompt pass and the plain loops run the
+fp32 (small models, or int8 weights at any size) runs each step as one compiled kernel instead
+when numba is installed (`bgpt.fused`: the same math without ~45 operator dispatches per byte). The prompt pass and the plain loops run the
 modules; in bf16/fp16 they run on a copy whose Linear weights are cast once (autocast would
 cast them again at every call). docs/benchmarks.md has the figures.
 """
@@ -568,9 +568,12 @@ class _CachedRun:
         # the patch's byte positions (after the context and the feature): residual stream and
         # first q, k, v per (position, symbol)
         self.table_h, self.table_qkv = self.byte_step.token_table(self.wte, bdec.context + 1)
-        fp32 = self.cache_dtype == torch.float32 == self.emb_dtype and weights_of(m) == "fp32"
-        if gen.fused and gen.batch_size == 1 and transpose and fp32:
-            # one sequence at a time on CPU in fp32: each step in one compiled kernel (bgpt.fused)
+        weights = weights_of(m)
+        fp32 = self.cache_dtype == torch.float32 == self.emb_dtype
+        fusable = fp32 and (weights == "int8" or weights == "fp32" and transpose)
+        if gen.fused and gen.batch_size == 1 and dev.type == "cpu" and fusable:
+            # one sequence at a time on CPU, fp32 activations: each step in one compiled kernel
+            # (bgpt.fused), for small fp32 models and int8 ones
             self.byte_step = FusedStep(bdec.transformer, head=bdec.wte.weight)
             self.patch_step = FusedStep(pdec.transformer)
         else:

@@ -114,6 +114,14 @@ class Int8Linear(_PackedLinear):
         self.register_buffer("qweight", q)
         self.register_buffer("scale", scale)
 
+    @staticmethod
+    def activation_qparams() -> tuple[float, int]:
+        """The step and zero point every scaled activation row is quantized with: what fbgemm
+        (and `torch._choose_qparams_per_tensor`, 7 bits) chooses for the anchor's range."""
+        anchor = torch.tensor([[127 / 126, -127 / 126]])
+        step, zero = torch._choose_qparams_per_tensor(anchor, True)
+        return step, zero
+
     def _anchor(self) -> torch.Tensor:
         """(1, in): the row holding the ends of the range, [-127/126, 127/126]: a row's own
         largest magnitude (+-1) lands on a whole step (63 from the zero point), never half way,

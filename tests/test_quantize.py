@@ -166,3 +166,66 @@ def test_eval_bpb_near_fp32(tmp_path, weights, tolerance):
     dtype = torch.bfloat16 if weights == "bf16" else torch.float32
     got = evaluate_generative(other, ds, 4, cpu, dtype)["bpb"]
     assert got != ref and abs(got - ref) <= tolerance * ref
+
+
+def test_fused_int8_product_equals_the_kernel():
+    """The numba product (bgpt.fused.affine_int8) scales, divides and rounds each activation as
+    the int8 layer does, so the integers and their exact sums are fbgemm's: the outputs differ
+    only in the float scalings' rounding (a few fp32 ulps). A weight changed is far out of it."""
+    pytest.importorskip("numba")
+    from bgpt.fused import FusedStep, affine_int8
+
+    torch.manual_seed(5)
+    layer = Int8Linear(nn.Linear(256, 96))
+    step = FusedStep.__new__(FusedStep)  # only its weight packing, on a one-layer stack
+    w, bias = step._linear_int8([layer])
+    x = torch.randn(6, 256) * torch.logspace(-3, 3, 6)[:, None]
+    want = layer(x)
+    got = torch.stack([torch.from_numpy(_affine(affine_int8, row, w, bias)) for row in x.numpy()])
+    bound = 4 * EPS32 * (want.abs() + layer.bias.abs()) + 1e-30
+    assert bool(((got - want).abs() <= bound).all())
+    w[0][0, 3] = -w[0][0, 3]
+    got = torch.stack([torch.from_numpy(_affine(affine_int8, row, w, bias)) for row in x.numpy()])
+    assert not bool(((got - want).abs() <= bound).all())
+
+
+def _affine(fn, x, w, bias):
+    import numpy as np
+
+    out = np.empty(bias.shape[1], np.float32)
+    fn(np.ascontiguousarray(x), w, 0, bias[0], out)
+    return out
+
+
+def test_fused_int8_step_equals_the_kernel_step():
+    """One sample with int8 weights runs each cached step as one numba kernel (bgpt.fused). Its
+    products are the layer's (above); its LayerNorms, attention and sums round in their own
+    order, so an activation that sits on a rounding boundary of its quantization can land one
+    step (1/63 of its row's magnitude) the other way. Same bytes as the PyTorch step; the
+    distributions within 1e-5 (the fp32 kernel's bound, tests/test_generate.py) save where such
+    a step moved them, within 0.05 there; at every prompt length mod S."""
+    pytest.importorskip("numba")
+    from bgpt.fused import FusedStep
+    from bgpt.generate import Generation, Sampling, _CachedRun, generation_prompt
+
+    model = quantize(small_model(), "int8")
+    s = model.config.patch_size
+    for n in range(s + 1):
+        prompt = [generation_prompt(bytes(range(97, 97 + n)), "txt", s)]
+        runs = []
+        for fused in (True, False):
+            seen = []
+            gen = Generation(model, prompt, sampling=Sampling(top_k=1), min_bytes=10**6,
+                             fused=fused, logits_hook=lambda _, x, seen=seen: seen.append(x.clone()))  # fmt: skip
+            runs.append((gen.run(), torch.cat(seen)))
+        (fused_out, fused_lp), (torch_out, torch_lp) = runs
+        assert fused_out == torch_out and len(fused_out[0].data) > 20
+        diff = (fused_lp - torch_lp).abs().amax(dim=1)  # per step
+        assert float(diff.max()) < 0.05 and float(diff.median()) < 1e-5
+    with torch.inference_mode():
+        run = _CachedRun(Generation(model, prompt, sampling=Sampling(top_k=1), max_bytes=1), model)
+    assert isinstance(run.byte_step, FusedStep) and isinstance(run.patch_step, FusedStep)
+    fp16 = quantize(small_model(), "fp16")  # fp16 weights keep the PyTorch step
+    with torch.inference_mode():
+        run = _CachedRun(Generation(fp16, prompt, sampling=Sampling(top_k=1), max_bytes=1), fp16)
+    assert not isinstance(run.byte_step, FusedStep)
