@@ -8,7 +8,7 @@ the same step at hidden size 32 still 150 µs). This kernel does the whole step,
 and the head, in one call: the same math as `bgpt.generate._OneStep` (and so as
 `Transformer.forward`), which stays the reference; tests hold them within float rounding.
 
-Two forms of weights, one step (`_step` takes the matrix-vector product as an argument):
+Two forms of weights, one step (`product` runs a layer's matrix-vector product in its form):
 - fp32 (`affine`): for the models whose one-row steps store their weights (in, out) (hidden
   size <= 512 on CPU, see `_CachedRun`; the kernel copies them once; larger fp32 matrices
   stream from memory either way, through PyTorch);
@@ -74,10 +74,10 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
 
     @_parallel_jit
     def affine_int8(x, w, layer, b, out):
-        """out = Int8Linear(x): w = (q (L, out, in) int8, mult (L, out) the activation step
+        """out = Int8Linear(x): w[1:] = (q (L, out, in) int8, mult (L, out) the activation step
         times each row's weight scale, (1 / step, zero point)). x / its largest magnitude is
         in [-1, 1]; quantized, less the zero point, it is a 7-bit integer; the sums are exact."""
-        q, mult, inv, zero = w[0][layer], w[1][layer], w[2][0], w[2][1]
+        q, mult, inv, zero = w[1][layer], w[2][layer], w[3][0], w[3][1]
         n = x.shape[0]
         s = np.float32(1.1754944e-38)  # the smallest normal: an all-zero row stays zero
         for i in range(n):
@@ -96,8 +96,17 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
             out[j] = np.float32(acc[j]) * mult[j] * s + b[j]
 
     @_jit
+    def product(x, w, layer, b, out):
+        """A layer's product in its form: w = (fp32 (L, in, out), then int8's three arrays);
+        the form not used is empty. (One function with a branch rather than the product as an
+        argument: numba caches no function that takes a function.)"""
+        if w[1].shape[0]:
+            affine_int8(x, w, layer, b, out)
+        else:
+            affine(x, w, layer, b, out)
+
+    @_jit
     def _step(
-        matvec,
         h,
         pos,
         first_qkv,
@@ -118,8 +127,7 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
         values,
         out,
     ):
-        """matvec: `affine` or `affine_int8`, the form of the *_w weight tuples; h (H,): the
-        first block's input, updated in place; first_qkv (3H,) or empty: the first block's q,
+        """*_w: weights as `product` takes them; h (H,): the first block's input, updated in place; first_qkv (3H,) or empty: the first block's q,
         k, v looked up; ln* (L or 1, 2, H) weight and bias; keys/values: per layer
         (heads, T, hd), position `pos` written; out: (H,) final LayerNorm or (V,) logits."""
         layers, hidden = ln1.shape[0], ln1.shape[2]
@@ -137,7 +145,7 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
                 qkv[:] = first_qkv
             else:
                 layer_norm(h, ln1[layer, 0], ln1[layer, 1], eps, a)
-                matvec(a, qkv_w, layer, qkv_b[layer], qkv)
+                product(a, qkv_w, layer, qkv_b[layer], qkv)
             k, v = keys[layer], values[layer]
             for head_i in range(heads):
                 q0 = head_i * hd
@@ -160,11 +168,11 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
                     for p in range(pos + 1):
                         acc += s[p] * v[head_i, p, d]
                     y[q0 + d] = acc / total
-            matvec(y, proj_w, layer, proj_b[layer], t)
+            product(y, proj_w, layer, proj_b[layer], t)
             for i in range(hidden):
                 h[i] += t[i]
             layer_norm(h, ln2[layer, 0], ln2[layer, 1], eps, a)
-            matvec(a, fc_w, layer, fc_b[layer], f)
+            product(a, fc_w, layer, fc_b[layer], f)
             for i in range(f.shape[0]):  # GELU, tanh approximation
                 u = f[i]
                 f[i] = (
@@ -172,7 +180,7 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
                     * u
                     * (np.float32(1.0) + np.tanh(c * (u + np.float32(0.044715) * u * u * u)))
                 )
-            matvec(f, out_w, layer, out_b[layer], t)
+            product(f, out_w, layer, out_b[layer], t)
             for i in range(hidden):
                 h[i] += t[i]
         if head.shape[0] == 0:
@@ -185,6 +193,10 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
                 ai = a[i]
                 for j in range(out.shape[0]):
                     out[j] += ai * head[i, j]
+
+
+_NO_FP32 = np.empty((0, 0, 0), np.float32)  # the form a layer's weights do not take
+_NO_INT8 = (np.empty((0, 0, 0), np.int8), np.empty((0, 0), np.float32), np.empty(2, np.float32))
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -208,13 +220,12 @@ class FusedStep:
             )
 
         int8 = isinstance(blocks[0].attn.c_attn, Int8Linear)
-        self.matvec = affine_int8 if int8 else affine
 
-        def linear(get):  # (weights as matvec takes them, bias), stacked over the blocks
-            layers = [get(b) for b in blocks]
+        def linear(get):  # (weights as `product` takes them, bias), stacked over the blocks
             if int8:
-                return self._linear_int8(layers)
-            return (stack(lambda b: get(b).weight, True),), stack(lambda b: get(b).bias)
+                return self._linear_int8([get(b) for b in blocks])
+            weights = (stack(lambda b: get(b).weight, True), *_NO_INT8)
+            return weights, stack(lambda b: get(b).bias)
 
         self.ln1 = stack(lambda b: torch.stack([b.ln_1.weight, b.ln_1.bias]))
         self.ln2 = stack(lambda b: torch.stack([b.ln_2.weight, b.ln_2.bias]))
@@ -240,7 +251,7 @@ class FusedStep:
         q = np.ascontiguousarray(np.stack([layer.qweight.numpy() for layer in layers]))
         mult = np.stack([_np((layer.scale.double() * step).float()) for layer in layers])
         qp = np.array([1.0 / step, zero], np.float32)  # fbgemm's float inverse of the step
-        return (q, mult, qp), np.stack([_np(layer.bias) for layer in layers])
+        return (_NO_FP32, q, mult, qp), np.stack([_np(layer.bias) for layer in layers])
 
     def _cache_views(self, cache) -> tuple[tuple, tuple]:
         """numpy views of the cache's row 0, per layer, rebuilt if the cache's tensors change
@@ -268,7 +279,6 @@ class FusedStep:
         keys, values = self._cache_views(cache)
         out = np.empty(self.width, np.float32)
         _step(
-            self.matvec,
             h,
             pos,
             first,

@@ -184,7 +184,7 @@ def test_fused_int8_product_equals_the_kernel():
     got = torch.stack([torch.from_numpy(_affine(affine_int8, row, w, bias)) for row in x.numpy()])
     bound = 4 * EPS32 * (want.abs() + layer.bias.abs()) + 1e-30
     assert bool(((got - want).abs() <= bound).all())
-    w[0][0, 3] = -w[0][0, 3]
+    w[1][0, 0, 3] = -w[1][0, 0, 3]
     got = torch.stack([torch.from_numpy(_affine(affine_int8, row, w, bias)) for row in x.numpy()])
     assert not bool(((got - want).abs() <= bound).all())
 
