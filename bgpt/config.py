@@ -21,8 +21,8 @@ positions are codes in .bgz headers: append only."""
 WEIGHTS_HELP = (
     "form of the weights for inference: fp32 (the checkpoint's, exact; default), bf16, fp16 "
     "(fp16 weights, fp32 sums), or int8 (int8 weights, activations quantized per row); on CPU "
-    "fp16 and int8 generate ~3x faster with the paper-size model, not with small ones "
-    "(docs/benchmarks.md: speed and quality)"
+    "the paper-size model generates one sample ~6x faster in int8 and ~3.5x in fp16, a batch "
+    "of 8 ~3.5x in either (docs/benchmarks.md: speed and quality)"
 )
 
 
@@ -148,6 +148,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(patch_size=16, max_patches=512, hidden_size=768, patch_layers=12, byte_layers=3),
     # Trains in minutes on a laptop CPU: 4 KiB of context, ~5 M parameters.
     "small": dict(patch_size=16, max_patches=256, hidden_size=256, patch_layers=4, byte_layers=2),
+    # train-classifier's default from scratch (issue 17's study, docs/media.md): at equal CPU
+    # minutes 4-5x the steps of `small`, which won on images and file types and tied on text;
+    # 8 KiB of context, so the paper's 8 KB formats (WAV, files cut at 8160 bytes) are seen whole.
+    "classifier": dict(
+        patch_size=16, max_patches=512, hidden_size=128, patch_layers=2, byte_layers=2
+    ),
 }
 
 
@@ -186,6 +192,16 @@ MODEL_FIELDS = (
 )
 
 
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    # next-byte prediction: the small preset at GPT-2-like settings
+    "generate": {"config": "small", "lr": 3e-4},
+    # classifiers: the narrow preset at a higher rate (issue 17's study, docs/media.md); a model
+    # given with --init keeps its own shape
+    "classify": {"config": "classifier", "lr": 1e-3},
+}
+"""`TrainConfig` fields whose default depends on the task (`bgpt train` / `train-classifier`)."""
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs; every `bgpt train` flag is one field."""
@@ -200,8 +216,9 @@ class TrainConfig:
     """Share of the data held out for evaluation when no eval folder is given."""
     task: str = "generate"
     """'generate' (next-byte prediction) or 'classify' (label = file name up to '_')."""
-    config: str = "small"
-    """Model preset (small, paper) or a JSON file of BGPTConfig fields."""
+    config: str | None = None
+    """Model preset (small, paper, classifier) or a JSON file of BGPTConfig fields (each task
+    has its default)."""
     model_overrides: dict = field(default_factory=dict)
     """Per-field changes to the model config (hidden_size=..., ...)."""
     conversion: str | None = None
@@ -219,8 +236,9 @@ class TrainConfig:
     """Files per optimizer step, over all processes and accumulation steps."""
     grad_accum: int = 1
     """Split each batch into this many sequential micro-batches (same result, less memory)."""
-    lr: float = 3e-4
-    """Peak learning rate (the reference fine-tunes its 110 M model at 1e-5)."""
+    lr: float | None = None
+    """Peak learning rate (each task has its default; the reference fine-tunes its 110 M model
+    at 1e-5)."""
     min_lr_ratio: float = 0.1
     """Final learning rate as a share of the peak (cosine decay)."""
     warmup: float = 0.1
@@ -267,8 +285,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.task not in ("generate", "classify"):
+        if self.task not in TASK_DEFAULTS:
             raise BGPTError(f"task must be generate or classify, got {self.task!r}")
+        for name, value in TASK_DEFAULTS[self.task].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         check_ranges(
             self,
             {  # bounds checked before anything is allocated

@@ -18,9 +18,11 @@ BGPT=${BGPT:-bgpt}
 RUNS=${RUNS:-"default lr1e-3 narrow aligned last attn"}
 mkdir -p "$OUT"
 
-flags() {  # flags RUN SET: the one change each run makes to the defaults
+BASE="--config small --lr 3e-4"  # the defaults the study started from; a run's flags come after
+flags() {  # flags RUN SET: the one change each run makes to BASE
   case $1 in
     default) ;;                                                   # small preset, lr 3e-4
+    recipe) echo "--config classifier --lr 1e-3" ;;               # the defaults the study chose
     lr1e-3) echo "--lr 1e-3" ;;                                   # learning rate x3
     lr3e-3) echo "--lr 3e-3" ;;                                   # learning rate x10
     narrow) echo "--lr 1e-3 --hidden-size 128 --patch-layers 2" ;;  # 4x cheaper steps
@@ -56,7 +58,7 @@ for set in $SETS; do
     if [ ! -e "$dir/latest" ]; then
       # shellcheck disable=SC2046
       "$BGPT" train-classifier "$OUT/$set/train" --out "$dir" --minutes "$minutes" \
-        --save-every 100000 --no-progress -q "${init[@]}" $(flags "$run" "$set")
+        --save-every 100000 --no-progress -q "${init[@]}" $BASE $(flags "$run" "$set")
     fi
     # the baselines (fitted on the same training files in every run) once per set: with the
     # first run, unless the default run of an earlier round has them

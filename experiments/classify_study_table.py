@@ -1,6 +1,7 @@
 """The table of experiments/classify_study.sh: per set and run, the steps it made in its
-minutes, accuracy on the held-out part of train (what a run is chosen by), then on the test
-split beside the trivial baselines fitted on the same training files.
+minutes, its training accuracy over its last 20 logged steps (memorising or not), accuracy on
+the held-out part of train (what a run is chosen by), then on the test split beside the
+trivial baselines fitted on the same training files.
 
     python experiments/classify_study_table.py [OUT]
 """
@@ -14,9 +15,10 @@ from pathlib import Path
 
 def main(out: Path) -> None:
     print(
-        "| set | run | steps | held-out (val) accuracy | test accuracy | majority | byte n-gram LR |"
+        "| set | run | steps | train accuracy | held-out (val) accuracy | test accuracy "
+        "| majority | byte n-gram LR |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     baselines = {}  # per set: from the run whose evaluation fitted them
     for test in out.glob("*.test.json"):
         b = json.loads(test.read_text()).get("baselines")
@@ -27,10 +29,12 @@ def main(out: Path) -> None:
         rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
         val = [r["eval_accuracy"] for r in rows if "eval_accuracy" in r]
         steps = max((r["step"] for r in rows if "loss" in r), default=0)
+        train = [r["accuracy"] for r in rows if "accuracy" in r][-20:]
         r = json.loads(test.read_text())
         s, name = run.name.split("-", 1)
         b = baselines.get(s, {})
-        print(f"| {s} | {name} | {steps:,} | {100 * val[-1]:.1f} % | {100 * r['accuracy']:.1f} % "
+        print(f"| {s} | {name} | {steps:,} | {100 * sum(train) / len(train):.0f} % "
+              f"| {100 * val[-1]:.1f} % | {100 * r['accuracy']:.1f} % "
               f"| {100 * b.get('majority', float('nan')):.1f} % | {100 * b.get('ngram_logreg', float('nan')):.1f} % |")  # fmt: skip
 
 

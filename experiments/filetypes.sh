@@ -27,7 +27,7 @@ mkdir -p "$OUT"
 "$BGPT" eval "$OUT/gen" "$OUT/set/test" --json > "$OUT/gen.eval.json"
 "$BGPT" eval "$OUT/cls" "$OUT/set/test" --json > "$OUT/cls.eval.json"
 [ -e "$OUT/cls-random/latest" ] || "$BGPT" train-classifier "$OUT/set/train" --eval "$OUT/set/test" \
-  --out "$OUT/cls-random" --steps "$CLS_STEPS" --lr 1e-3 "${COMMON[@]}"
+  --out "$OUT/cls-random" --steps "$CLS_STEPS" --lr 1e-3 --config small "${COMMON[@]}"
 "$BGPT" eval "$OUT/cls-random" "$OUT/set/test" --json > "$OUT/cls-random.eval.json"
 "$PYTHON" "$HERE/benchmarks/filetypes_tools.py" "$OUT/set/test" --run "$OUT/cls-random" \
   --json "$OUT/tools.json" --markdown

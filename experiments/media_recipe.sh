@@ -51,7 +51,7 @@ cls() {  # cls NAME TASK [INIT]
   local name=$1 task=$2 init=${3:-}
   if [ ! -e "$OUT/$name/latest" ]; then
     "$BGPT" train-classifier "$OUT/$task/train" --eval "$OUT/$task/test" --out "$OUT/$name" \
-      --steps "${CLS_STEPS[$task]}" --lr 1e-3 ${init:+--init "$OUT/$init"} "${COMMON[@]}"
+      --steps "${CLS_STEPS[$task]}" --lr 1e-3 --config small ${init:+--init "$OUT/$init"} "${COMMON[@]}"
   fi
   "$BGPT" eval "$OUT/$name" "$OUT/$task/test" --json > "$OUT/$name.eval.json"
 }

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from bgpt.commands._args import add_fields, add_weights, collect
-from bgpt.config import MODEL_FIELDS, BGPTConfig, TrainConfig
+from bgpt.config import MODEL_FIELDS, TASK_DEFAULTS, BGPTConfig, TrainConfig
 from bgpt.errors import BGPTError
 
 RUN_FIELDS = [
@@ -48,10 +48,10 @@ RUN_FIELDS = [f for f in RUN_FIELDS if f not in ("label_smoothing", "shift_bytes
 MODEL_OVERRIDES = [f for f in MODEL_FIELDS]
 
 
-def _add_train(p: argparse.ArgumentParser, fields: list[str]) -> None:
+def _add_train(p: argparse.ArgumentParser, fields: list[str], task: str) -> None:
     p.add_argument("data", nargs="+", help="folders of files or packed sets (bgpt pack)")
     p.add_argument("--out", required=True, help="run folder to write")
-    add_fields(p, TrainConfig, fields)
+    add_fields(p, TrainConfig, fields, defaults=TASK_DEFAULTS[task])
     group = p.add_argument_group("model (overrides of the --config preset)")
     add_fields(
         group,
@@ -73,7 +73,7 @@ def _train_config(args: argparse.Namespace, fields: list[str], task: str) -> Tra
 
 
 def train_add_arguments(p: argparse.ArgumentParser) -> None:
-    _add_train(p, RUN_FIELDS)
+    _add_train(p, RUN_FIELDS, "generate")
 
 
 def train_run(args: argparse.Namespace) -> int:
@@ -87,7 +87,7 @@ def train_run(args: argparse.Namespace) -> int:
 
 
 def classifier_add_arguments(p: argparse.ArgumentParser) -> None:
-    _add_train(p, CLASSIFIER_FIELDS)
+    _add_train(p, CLASSIFIER_FIELDS, "classify")
 
 
 def classifier_run(args: argparse.Namespace) -> int:
