@@ -34,7 +34,11 @@ if [ -z "${QUICK:-}" ]; then
   run "$BGPT" bench train --config paper --dtype bf16 --batch-size 8 --steps 1 --warmup 2 --gradient-checkpointing
   run "$BGPT" bench train --config paper --dtype bf16 --batch-size 2 --steps 5 --warmup 3
   run "$PY" benchmarks/generate.py --configs small paper --threads 1 --budget 300
-  run "$PY" benchmarks/cpu_sim.py --n 20000
+  # inference weights (issue 21): the kernels, then generation in each form against the bandwidth
+  run "$PY" benchmarks/int8_linear.py --threads 2 --rows 1 8
+  run "$PY" benchmarks/generate.py --configs small paper --weights fp32 fp16 int8 bf16 --dtypes fp32 \
+    --batches 1 8 --sizes "4 KB" --engines cached
+  run "$PY" benchmarks/cpu_sim.py --n 40000 --n-python 4000
 fi
 chmod 644 "$tmp"
 mv "$tmp" "$out"
