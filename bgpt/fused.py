@@ -18,9 +18,8 @@ Two forms of weights, one step (`product` runs a layer's matrix-vector product i
   paper-size model's byte is then one kernel call reading 26 MB of int8 weights instead of ~200
   PyTorch operations around fbgemm calls (docs/benchmarks.md).
 
-Used by the cached engine for a batch of one on CPU with fp32 activations when numba is
-installed (the `fast` extra; `pip install numba`), on as many threads as PyTorch's. Everything
-else takes the PyTorch step.
+Used by the cached engine for a batch of one on CPU in fp32 when numba is installed (the
+`fast` extra; `pip install numba`). Everything else takes the PyTorch step.
 """
 
 from __future__ import annotations
@@ -64,51 +63,42 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
             out[i] = np.float32((x[i] - mean) * inv) * w[i] + b[i]
 
     @_jit
-    def affine(x, w, layer, b, out):  # out = x @ w[0][layer] + b per row, stored (in, out)
+    def affine(x, w, layer, b, out):  # out = x @ w[0][layer] + b, stored (in, out)
         m = w[0][layer]
-        for r in range(x.shape[0]):
-            xr, o = x[r], out[r]
-            for j in range(o.shape[0]):
-                o[j] = b[j]
-            for i in range(m.shape[0]):
-                xi = xr[i]
-                for j in range(o.shape[0]):
-                    o[j] += xi * m[i, j]
+        for j in range(out.shape[0]):
+            out[j] = b[j]
+        for i in range(m.shape[0]):
+            xi = x[i]
+            for j in range(out.shape[0]):
+                out[j] += xi * m[i, j]
 
     @_parallel_jit
     def affine_int8(x, w, layer, b, out):
-        """out = Int8Linear(x) per row: w[1:] = (q (L, out, in) int8, mult (L, out) the
-        activation step times each row's weight scale, (1 / step, zero point)). A row divided by
-        its largest magnitude is in [-1, 1]; quantized, less the zero point, each value is a
-        7-bit integer; the sums are exact. Each weight row is read once for all rows."""
+        """out = Int8Linear(x): w[1:] = (q (L, out, in) int8, mult (L, out) the activation step
+        times each row's weight scale, (1 / step, zero point)). x / its largest magnitude is
+        in [-1, 1]; quantized, less the zero point, it is a 7-bit integer; the sums are exact."""
         q, mult, inv, zero = w[1][layer], w[2][layer], w[3][0], w[3][1]
-        rows, n = x.shape
-        s = np.empty(rows, np.float32)
-        xq = np.empty((rows, n), np.int16)  # 16-bit products summed in pairs (vpmaddwd)
-        for r in range(rows):
-            top = np.float32(1.1754944e-38)  # the smallest normal: an all-zero row stays zero
-            for i in range(n):
-                top = max(top, abs(x[r, i]))
-            s[r] = top
-            for i in range(n):
-                v = np.rint(np.float32(x[r, i] / top) * inv)  # as fbgemm: round(x * (1/step))
-                xq[r, i] = np.int16(min(max(v, -zero), np.float32(127.0) - zero))
-        acc = np.empty((rows, out.shape[1]), np.int32)
-        for j in numba.prange(out.shape[1]):  # (this loop's form vectorizes: 3-4x a fused one)
-            for r in range(rows):
-                xr = xq[r]
-                a = np.int32(0)
-                for i in range(q.shape[1]):
-                    a += np.int32(xr[i]) * np.int32(q[j, i])
-                acc[r, j] = a
-        for r in range(rows):
-            for j in range(out.shape[1]):
-                out[r, j] = np.float32(acc[r, j]) * mult[j] * s[r] + b[j]
+        n = x.shape[0]
+        s = np.float32(1.1754944e-38)  # the smallest normal: an all-zero row stays zero
+        for i in range(n):
+            s = max(s, abs(x[i]))
+        xq = np.empty(n, np.int16)  # 16-bit products summed in pairs (vpmaddwd)
+        for i in range(n):
+            v = np.rint(np.float32(x[i] / s) * inv)  # fbgemm: round(x * (1 / step)), even ties
+            xq[i] = np.int16(min(max(v, -zero), np.float32(127.0) - zero))
+        acc = np.empty(out.shape[0], np.int32)
+        for j in numba.prange(out.shape[0]):  # (this loop's form vectorizes: 3-4x a fused one)
+            a = np.int32(0)
+            for i in range(q.shape[1]):
+                a += np.int32(xq[i]) * np.int32(q[j, i])
+            acc[j] = a
+        for j in range(out.shape[0]):
+            out[j] = np.float32(acc[j]) * mult[j] * s + b[j]
 
     @_jit
     def product(x, w, layer, b, out):
-        """A layer's product for rows x (b, in) -> out (b, out), in its form: w = (fp32
-        (L, in, out), then int8's three arrays); the form not used is empty. (One function with a branch rather than the product as an
+        """A layer's product in its form: w = (fp32 (L, in, out), then int8's three arrays);
+        the form not used is empty. (One function with a branch rather than the product as an
         argument: numba caches no function that takes a function.)"""
         if w[1].shape[0]:
             affine_int8(x, w, layer, b, out)
@@ -119,7 +109,6 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
     def _step(
         h,
         pos,
-        rows,
         first_qkv,
         ln1,
         qkv_w,
@@ -138,82 +127,72 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
         values,
         out,
     ):
-        """One new position for each of b rows. *_w: weights as `product` takes them; h (b, H):
-        the first block's input, updated in place; pos (b,): each row's position, rows (b,):
-        its cache row; first_qkv (b, 3H) or empty: the first block's q, k, v looked up; ln*
-        (L or 1, 2, H) weight and bias; keys/values: per layer (B, heads, T, hd), position
-        pos[r] of cache row rows[r] written; out: (b, H) final LayerNorm or (b, V) logits."""
+        """*_w: weights as `product` takes them; h (H,): the first block's input, updated in place; first_qkv (3H,) or empty: the first block's q,
+        k, v looked up; ln* (L or 1, 2, H) weight and bias; keys/values: per layer
+        (heads, T, hd), position `pos` written; out: (H,) final LayerNorm or (V,) logits."""
         layers, hidden = ln1.shape[0], ln1.shape[2]
-        heads, hd = keys[0].shape[1], keys[0].shape[3]
-        b = h.shape[0]
-        a = np.empty((b, hidden), np.float32)
-        qkv = np.empty((b, 3 * hidden), np.float32)
-        y = np.empty((b, hidden), np.float32)
-        t = np.empty((b, hidden), np.float32)
-        f = np.empty((b, fc_b.shape[1]), np.float32)
-        s = np.empty(pos.max() + 1, np.float32)
+        heads, hd = keys[0].shape[0], keys[0].shape[2]
+        a = np.empty(hidden, np.float32)
+        qkv = np.empty(3 * hidden, np.float32)
+        y = np.empty(hidden, np.float32)
+        t = np.empty(hidden, np.float32)
+        f = np.empty(fc_b.shape[1], np.float32)
+        s = np.empty(pos + 1, np.float32)
         scale = np.float32(1.0 / math.sqrt(hd))
         c = np.float32(math.sqrt(2.0 / math.pi))
         for layer in range(layers):
             if layer == 0 and first_qkv.shape[0] > 0:
                 qkv[:] = first_qkv
             else:
-                for r in range(b):
-                    layer_norm(h[r], ln1[layer, 0], ln1[layer, 1], eps, a[r])
+                layer_norm(h, ln1[layer, 0], ln1[layer, 1], eps, a)
                 product(a, qkv_w, layer, qkv_b[layer], qkv)
-            for r in range(b):
-                k, v, at, qr = keys[layer][rows[r]], values[layer][rows[r]], pos[r], qkv[r]
-                for head_i in range(heads):
-                    q0 = head_i * hd
+            k, v = keys[layer], values[layer]
+            for head_i in range(heads):
+                q0 = head_i * hd
+                for d in range(hd):
+                    k[head_i, pos, d] = qkv[hidden + q0 + d]
+                    v[head_i, pos, d] = qkv[2 * hidden + q0 + d]
+                top = np.float32(-np.inf)
+                for p in range(pos + 1):
+                    acc = np.float32(0.0)
                     for d in range(hd):
-                        k[head_i, at, d] = qr[hidden + q0 + d]
-                        v[head_i, at, d] = qr[2 * hidden + q0 + d]
-                    top = np.float32(-np.inf)
-                    for p in range(at + 1):
-                        acc = np.float32(0.0)
-                        for d in range(hd):
-                            acc += qr[q0 + d] * k[head_i, p, d]
-                        s[p] = acc * scale
-                        top = max(top, s[p])
-                    total = np.float32(0.0)
-                    for p in range(at + 1):
-                        s[p] = np.exp(s[p] - top)
-                        total += s[p]
-                    for d in range(hd):
-                        acc = np.float32(0.0)
-                        for p in range(at + 1):
-                            acc += s[p] * v[head_i, p, d]
-                        y[r, q0 + d] = acc / total
+                        acc += qkv[q0 + d] * k[head_i, p, d]
+                    s[p] = acc * scale
+                    top = max(top, s[p])
+                total = np.float32(0.0)
+                for p in range(pos + 1):
+                    s[p] = np.exp(s[p] - top)
+                    total += s[p]
+                for d in range(hd):
+                    acc = np.float32(0.0)
+                    for p in range(pos + 1):
+                        acc += s[p] * v[head_i, p, d]
+                    y[q0 + d] = acc / total
             product(y, proj_w, layer, proj_b[layer], t)
-            for r in range(b):
-                for i in range(hidden):
-                    h[r, i] += t[r, i]
-                layer_norm(h[r], ln2[layer, 0], ln2[layer, 1], eps, a[r])
+            for i in range(hidden):
+                h[i] += t[i]
+            layer_norm(h, ln2[layer, 0], ln2[layer, 1], eps, a)
             product(a, fc_w, layer, fc_b[layer], f)
-            for r in range(b):
-                for i in range(f.shape[1]):  # GELU, tanh approximation
-                    u = f[r, i]
-                    f[r, i] = (
-                        np.float32(0.5)
-                        * u
-                        * (np.float32(1.0) + np.tanh(c * (u + np.float32(0.044715) * u * u * u)))
-                    )
+            for i in range(f.shape[0]):  # GELU, tanh approximation
+                u = f[i]
+                f[i] = (
+                    np.float32(0.5)
+                    * u
+                    * (np.float32(1.0) + np.tanh(c * (u + np.float32(0.044715) * u * u * u)))
+                )
             product(f, out_w, layer, out_b[layer], t)
-            for r in range(b):
-                for i in range(hidden):
-                    h[r, i] += t[r, i]
-        for r in range(b):
-            if head.shape[0] == 0:
-                layer_norm(h[r], ln_f[0], ln_f[1], eps, out[r])
-            else:
-                layer_norm(h[r], ln_f[0], ln_f[1], eps, a[r])
-                o, ar = out[r], a[r]
-                for j in range(o.shape[0]):
-                    o[j] = 0.0
-                for i in range(hidden):
-                    ai = ar[i]
-                    for j in range(o.shape[0]):
-                        o[j] += ai * head[i, j]
+            for i in range(hidden):
+                h[i] += t[i]
+        if head.shape[0] == 0:
+            layer_norm(h, ln_f[0], ln_f[1], eps, out)
+        else:
+            layer_norm(h, ln_f[0], ln_f[1], eps, a)
+            for j in range(out.shape[0]):
+                out[j] = 0.0
+            for i in range(hidden):
+                ai = a[i]
+                for j in range(out.shape[0]):
+                    out[j] += ai * head[i, j]
 
 
 _NO_FP32 = np.empty((0, 0, 0), np.float32)  # the form a layer's weights do not take
@@ -225,7 +204,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 class FusedStep:
-    """`_OneStep`'s call in one kernel call. Weights are copied once,
+    """`_OneStep`'s call for a cache of one row, in one kernel call. Weights are copied once,
     stacked per layer: fp32 matrices stored (in, out), int8 ones as they are (out, in)."""
 
     def __init__(self, tr, head: torch.Tensor | None = None):
@@ -241,10 +220,6 @@ class FusedStep:
             )
 
         int8 = isinstance(blocks[0].attn.c_attn, Int8Linear)
-        if int8:  # the products' threads: PyTorch's (numba's own default is every core)
-            numba.set_num_threads(
-                max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-            )
 
         def linear(get):  # (weights as `product` takes them, bias), stacked over the blocks
             if int8:
@@ -264,7 +239,7 @@ class FusedStep:
             np.empty((0, 0), np.float32) if head is None else np.ascontiguousarray(_np(head).T)
         )
         self.width = hidden if head is None else self.head.shape[1]
-        self.no_qkv = np.empty((0, 0), np.float32)
+        self.no_qkv = np.empty(0, np.float32)
         self._views: tuple = (None, None, None)
 
     @staticmethod
@@ -279,9 +254,8 @@ class FusedStep:
         return (_NO_FP32, q, mult, qp), np.stack([_np(layer.bias) for layer in layers])
 
     def _cache_views(self, cache) -> tuple[tuple, tuple]:
-        """numpy views of the cache's (B, heads, T, hd) tensors, per layer, rebuilt if the
-        cache's tensors change (the tensors themselves are held: a freed tensor's id could
-        come back)."""
+        """numpy views of the cache's row 0, per layer, rebuilt if the cache's tensors change
+        (the tensors themselves are held: a freed tensor's id could come back)."""
         tensors = tuple(t for layer in cache for t in (layer.k, layer.v))
         held = self._views[0]
         if (
@@ -289,27 +263,24 @@ class FusedStep:
             or len(held) != len(tensors)
             or any(a is not b for a, b in zip(held, tensors, strict=True))
         ):
-            keys = tuple(layer.k.numpy() for layer in cache)
-            values = tuple(layer.v.numpy() for layer in cache)
+            keys = tuple(layer.k[0].numpy() for layer in cache)
+            values = tuple(layer.v[0].numpy() for layer in cache)
             self._views = (tensors, keys, values)
         return self._views[1], self._views[2]
 
     def __call__(self, x, cache, rows=None, looked_up=None) -> torch.Tensor:
-        """As `_OneStep`: one new position for each of the cache's rows (or of `rows`)."""
-        which = np.arange(len(cache.lens)) if rows is None else rows.numpy()
-        pos = np.array([cache.lens[r] for r in which], dtype=np.int64)
-        if pos.max() + 1 > cache.max_len:
+        pos = cache.lens[0]
+        if pos + 1 > cache.max_len:
             raise RuntimeError(f"key/value cache full ({cache.max_len} positions)")
         if looked_up is None:
-            h, first = x.numpy() + self.wpe[pos], self.no_qkv
+            h, first = x[0].numpy() + self.wpe[pos], self.no_qkv
         else:
-            h, first = looked_up[0].numpy().copy(), looked_up[1].numpy()
+            h, first = looked_up[0][0].numpy().copy(), looked_up[1][0].numpy()
         keys, values = self._cache_views(cache)
-        out = np.empty((len(which), self.width), np.float32)
+        out = np.empty(self.width, np.float32)
         _step(
             h,
             pos,
-            which,
             first,
             self.ln1,
             *self.qkv,
@@ -324,6 +295,5 @@ class FusedStep:
             values,
             out,
         )
-        for r in which.tolist():
-            cache.lens[r] += 1
-        return torch.from_numpy(out)
+        cache.lens[0] = pos + 1
+        return torch.from_numpy(out)[None]

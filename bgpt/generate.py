@@ -570,12 +570,10 @@ class _CachedRun:
         self.table_h, self.table_qkv = self.byte_step.token_table(self.wte, bdec.context + 1)
         weights = weights_of(m)
         fp32 = self.cache_dtype == torch.float32 == self.emb_dtype
-        one = gen.batch_size == 1
-        fusable = fp32 and (weights == "int8" or weights == "fp32" and transpose and one)
-        if gen.fused and dev.type == "cpu" and fusable:
-            # on CPU with fp32 activations each step is one compiled kernel (bgpt.fused): int8
-            # models at any batch (the weights read once for all rows), small fp32 ones at
-            # batch 1 (a batch of them is faster through PyTorch's matrix products)
+        fusable = fp32 and (weights == "int8" or weights == "fp32" and transpose)
+        if gen.fused and gen.batch_size == 1 and dev.type == "cpu" and fusable:
+            # one sequence at a time on CPU, fp32 activations: each step in one compiled kernel
+            # (bgpt.fused), for small fp32 models and int8 ones
             self.byte_step = FusedStep(bdec.transformer, head=bdec.wte.weight)
             self.patch_step = FusedStep(pdec.transformer)
         else:
