@@ -29,6 +29,8 @@ import math
 import numpy as np
 import torch
 
+from bgpt.quantize import Int8Linear
+
 try:
     import numba
 except ImportError:  # optional: the PyTorch step does the same work
@@ -208,8 +210,6 @@ class FusedStep:
     stacked per layer: fp32 matrices stored (in, out), int8 ones as they are (out, in)."""
 
     def __init__(self, tr, head: torch.Tensor | None = None):
-        from bgpt.quantize import Int8Linear
-
         blocks = tr.blocks
         self.wpe = _np(tr.wpe.weight)
         self.eps = float(blocks[0].ln_1.eps)
@@ -245,8 +245,6 @@ class FusedStep:
     @staticmethod
     def _linear_int8(layers) -> tuple[tuple, np.ndarray]:
         """`affine_int8`'s weights for a stack of `Int8Linear` layers, and their biases."""
-        from bgpt.quantize import Int8Linear
-
         step, zero = Int8Linear.activation_qparams()
         q = np.ascontiguousarray(np.stack([layer.qweight.numpy() for layer in layers]))
         mult = np.stack([_np((layer.scale.double() * step).float()) for layer in layers])

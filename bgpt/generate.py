@@ -46,9 +46,10 @@ attention (the residual stream and q, k, v) is looked up from a table made once 
 every (position, symbol) pair (`_OneStep.token_table`): at batch 1 a byte step is bound by
 reading the weights, and this skips the first block's largest matrix. A single sample on CPU in
 fp32 (small models, or int8 weights at any size) runs each step as one compiled kernel instead
-when numba is installed (`bgpt.fused`: the same math without ~45 operator dispatches per byte). The prompt pass and the plain loops run the
-modules; in bf16/fp16 they run on a copy whose Linear weights are cast once (autocast would
-cast them again at every call). docs/benchmarks.md has the figures.
+when numba is installed (`bgpt.fused`: the same math without ~45 operator dispatches per byte).
+The prompt pass and the plain loops run the modules; in bf16/fp16 they run on a copy whose
+Linear weights are cast once (autocast would cast them again at every call).
+docs/benchmarks.md has the figures.
 """
 
 from __future__ import annotations

@@ -99,6 +99,10 @@ class Fp16Linear(_PackedLinear):
         return lambda x: F.linear(x, w, self.bias)
 
 
+_ANCHOR_END = 127 / 126
+"""The int8 activations' fixed range is [-_ANCHOR_END, _ANCHOR_END] (see `Int8Linear._anchor`)."""
+
+
 class Int8Linear(_PackedLinear):
     """y = s * ((xq - z) @ q.T * (sx * scale)) + bias: q int8 (out, in) and scale (out,) the
     weight; each activation row is divided by its own largest magnitude s, so every row lies
@@ -118,7 +122,7 @@ class Int8Linear(_PackedLinear):
     def activation_qparams() -> tuple[float, int]:
         """The step and zero point every scaled activation row is quantized with: what fbgemm
         (and `torch._choose_qparams_per_tensor`, 7 bits) chooses for the anchor's range."""
-        anchor = torch.tensor([[127 / 126, -127 / 126]])
+        anchor = torch.tensor([[_ANCHOR_END, -_ANCHOR_END]])
         step, zero = torch._choose_qparams_per_tensor(anchor, True)
         return step, zero
 
@@ -127,7 +131,7 @@ class Int8Linear(_PackedLinear):
         largest magnitude (+-1) lands on a whole step (63 from the zero point), never half way,
         where two roundings could differ."""
         anchor = torch.zeros(1, self.in_features)
-        anchor[0, 0], anchor[0, -1] = 127 / 126, -127 / 126
+        anchor[0, 0], anchor[0, -1] = _ANCHOR_END, -_ANCHOR_END
         return anchor
 
     def _anchored(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,9 +148,8 @@ class Int8Linear(_PackedLinear):
             self._packed = torch.ops.quantized.linear_prepack(qt, None)
         packed, op, bias = self._packed, torch.ops.quantized.linear_dynamic, self.bias
         anchor = self._anchor()
-        buffers: dict[
-            int, torch.Tensor
-        ] = {}  # rows -> (rows + 1, in): the scaled rows, then the anchor
+        # rows -> (rows + 1, in): the scaled rows, then the anchor
+        buffers: dict[int, torch.Tensor] = {}
 
         def fn(x: torch.Tensor) -> torch.Tensor:  # as the twin's _anchored, in fewer operator calls
             n = x.shape[0]

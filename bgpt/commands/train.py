@@ -10,7 +10,7 @@ from bgpt.commands._args import add_fields, add_weights, collect
 from bgpt.config import MODEL_FIELDS, TASK_DEFAULTS, BGPTConfig, TrainConfig
 from bgpt.errors import BGPTError
 
-RUN_FIELDS = [
+_FIELDS = [  # every TrainConfig field a training command offers, in --help order
     "eval",
     "eval_fraction",
     "config",
@@ -41,10 +41,10 @@ RUN_FIELDS = [
     "resume",
     "progress",
 ]
-CLASSIFIER_FIELDS = [
-    f for f in RUN_FIELDS if f not in ("conversion", "sample_patches", "loss_from_patch")
-]
-RUN_FIELDS = [f for f in RUN_FIELDS if f not in ("label_smoothing", "shift_bytes")]
+GENERATIVE_ONLY = ("conversion", "sample_patches", "loss_from_patch")
+CLASSIFIER_ONLY = ("label_smoothing", "shift_bytes")
+RUN_FIELDS = [f for f in _FIELDS if f not in CLASSIFIER_ONLY]
+CLASSIFIER_FIELDS = [f for f in _FIELDS if f not in GENERATIVE_ONLY]
 MODEL_OVERRIDES = [f for f in MODEL_FIELDS]
 
 
