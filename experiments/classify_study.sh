@@ -8,8 +8,10 @@
 # held-out part of SET/train that train-classifier keeps aside by itself (--eval-fraction,
 # never SET/test); `bgpt eval RUN SET/test` then scores it once, with the trivial baselines
 # fitted on the same training files. experiments/classify_study_table.py prints the table.
-# Environment: SETS ("digits text"), MINUTES (4), RUNS (names below), BGPT (bgpt). Two sets
-# can run side by side, one thread each (OMP_NUM_THREADS=1): the runs of one set stay equal.
+# Environment: SETS ("digits text"; also speechspec, the speech clips as spectrograms, and
+# SETpct, e.g. text25: a quarter of text/train by a hash of the names), MINUTES (4), RUNS (names
+# below), BGPT (bgpt). Two sets can run side by side, one thread each (OMP_NUM_THREADS=1): the
+# runs of one set stay equal.
 set -euo pipefail
 OUT=${1:-runs/classify-study}
 SETS=${SETS:-"digits text"}
@@ -44,8 +46,30 @@ flags() {  # flags RUN SET: the one change each run makes to BASE
   esac
 }
 
+subset() {  # subset BASE PCT: BASE's train files whose name hashes below PCT %, all its test files
+  [ -d "$OUT/$1/test" ] || "$BGPT" media build "$1" --out "$OUT/$1" --json > /dev/null
+  python3 - "$OUT/$1" "$OUT/$1$2" "$2" <<'PY'
+import hashlib, shutil, sys
+from pathlib import Path
+src, dst, pct = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+shutil.copytree(src / "test", dst / "test")
+(dst / "train").mkdir()
+for f in sorted((src / "train").iterdir()):
+    if int(hashlib.sha256(f.name.encode()).hexdigest(), 16) % 100 < pct:
+        shutil.copy(f, dst / "train" / f.name)
+PY
+}
+
 for set in $SETS; do
-  [ -d "$OUT/$set/test" ] || "$BGPT" media build "$set" --out "$OUT/$set" --json > /dev/null
+  if [ ! -d "$OUT/$set/test" ]; then
+    if [[ $set =~ ^([a-z]+)([0-9]+)$ ]]; then  # e.g. text25: a quarter of text/train
+      subset "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+    elif [ "$set" = speechspec ]; then  # the speech clips as spectrograms
+      "$BGPT" media build speech --spectrogram --out "$OUT/$set" --json > /dev/null
+    else
+      "$BGPT" media build "$set" --out "$OUT/$set" --json > /dev/null
+    fi
+  fi
   for run in $RUNS; do
     dir="$OUT/$set-$run"
     minutes=$MINUTES init=()
