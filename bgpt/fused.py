@@ -42,12 +42,14 @@ def available() -> bool:
 
 
 if numba is not None:  # compiled on first use; numba caches the machine code on disk
-    _jit = numba.njit(
-        cache=True, nogil=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}
-    )
+    _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
+    _jit = numba.njit(cache=True, nogil=True, fastmath=_FAST)
     # exact division and rounding where the int8 product quantizes (as fbgemm and the twin do);
-    # integer sums need no licence to vectorize
-    _parallel_jit = numba.njit(cache=True, nogil=True, parallel=True)
+    # integer sums need no licence to vectorize. The parallel product, and `product` which
+    # calls it, are not cached: a step compiled in a process that loaded them from numba's cache
+    # segfaulted when a later process loaded that step (numba/numba#8578,
+    # tests/test_fused_cache.py). They compile (~1 s) only where a step of a new shape does.
+    _parallel_jit = numba.njit(nogil=True, parallel=True)
 
     @_jit
     def layer_norm(x, w, b, eps, out):
@@ -97,7 +99,7 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
         for j in range(out.shape[0]):
             out[j] = np.float32(acc[j]) * mult[j] * s + b[j]
 
-    @_jit
+    @numba.njit(nogil=True, fastmath=_FAST)  # not cached: see _parallel_jit
     def product(x, w, layer, b, out):
         """A layer's product in its form: w = (fp32 (L, in, out), then int8's three arrays);
         the form not used is empty. (One function with a branch rather than the product as an
