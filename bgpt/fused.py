@@ -168,10 +168,11 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
                     s[p] = np.exp(s[p] - top)
                     total += s[p]
                 for d in range(hd):
-                    acc = np.float32(0.0)
-                    for p in range(pos + 1):
-                        acc += s[p] * v[head_i, p, d]
-                    y[q0 + d] = acc / total
+                    y[q0 + d] = 0.0
+                for p in range(pos + 1):  # rows of v in memory order (the inner loop vectorizes)
+                    sp = s[p] / total
+                    for d in range(hd):
+                        y[q0 + d] += sp * v[head_i, p, d]
             product(y, proj_w, layer, proj_b[layer], t)
             for i in range(hidden):
                 h[i] += t[i]
@@ -197,6 +198,33 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
                 ai = a[i]
                 for j in range(out.shape[0]):
                     out[j] += ai * head[i, j]
+
+    @numba.njit(cache=True, nogil=True)  # exact arithmetic: no fastmath
+    def draw(logits, u, temperature, greedy, banned):
+        """The symbol `bgpt.generate.sample_symbols` picks from one row of logits (V,) for
+        top_k 0 or 1 and top_p 1: greedy, the first largest logit; otherwise the first symbol
+        whose cumulative probability (at this temperature) exceeds u in [0, 1) times the total.
+        `banned` >= 0: that symbol's logit counts as -inf. The probabilities are summed in
+        float64, sample_symbols' in float32 by torch: a pick can differ only where u times the
+        total falls within their rounding of a step of the distribution."""
+        v = logits.shape[0]
+        best, top = 0, -np.inf
+        for i in range(v):
+            if i != banned and logits[i] > top:
+                best, top = i, logits[i]
+        if greedy or not np.isfinite(top):
+            return best
+        weights = np.empty(v)
+        total = 0.0
+        for i in range(v):
+            if i != banned:  # exp(-inf) = 0: a symbol of probability 0 is never picked
+                total += math.exp((np.float64(logits[i]) - top) / temperature)
+            weights[i] = total
+        target = u * total
+        for i in range(v):
+            if weights[i] > target:
+                return i
+        return v - 1
 
 
 _NO_FP32 = np.empty((0, 0, 0), np.float32)  # the form a layer's weights do not take
@@ -242,7 +270,7 @@ class FusedStep:
         )
         self.width = hidden if head is None else self.head.shape[1]
         self.no_qkv = np.empty(0, np.float32)
-        self._views: tuple = (None, None, None)
+        self._views: tuple = (None, None, None, None)
 
     @staticmethod
     def _linear_int8(layers) -> tuple[tuple, np.ndarray]:
@@ -254,28 +282,25 @@ class FusedStep:
         return (_NO_FP32, q, mult, qp), np.stack([_np(layer.bias) for layer in layers])
 
     def _cache_views(self, cache) -> tuple[tuple, tuple]:
-        """numpy views of the cache's row 0, per layer, rebuilt if the cache's tensors change
-        (the tensors themselves are held: a freed tensor's id could come back)."""
-        tensors = tuple(t for layer in cache for t in (layer.k, layer.v))
-        held = self._views[0]
-        if (
-            held is None
-            or len(held) != len(tensors)
-            or any(a is not b for a, b in zip(held, tensors, strict=True))
-        ):
+        """numpy views of the cache's row 0, per layer, rebuilt when the cache's tensors are
+        replaced (`KVCache.version`; the cache itself is held: a freed one's id could return)."""
+        if self._views[0] is not cache or self._views[1] != cache.version:
             keys = tuple(layer.k[0].numpy() for layer in cache)
             values = tuple(layer.v[0].numpy() for layer in cache)
-            self._views = (tensors, keys, values)
-        return self._views[1], self._views[2]
+            self._views = (cache, cache.version, keys, values)
+        return self._views[2], self._views[3]
 
-    def __call__(self, x, cache, rows=None, looked_up=None) -> torch.Tensor:
+    def run(self, cache, x: np.ndarray | None = None, looked_up=None) -> np.ndarray:
+        """One position appended to a one-row cache: x (H,) its input, or `looked_up`, the
+        first block's residual stream (H,) and q, k, v (3H,) from a token table; -> the final
+        LayerNorm (H,) or the logits (V,)."""
         pos = cache.lens[0]
         if pos + 1 > cache.max_len:
             raise RuntimeError(f"key/value cache full ({cache.max_len} positions)")
         if looked_up is None:
-            h, first = x[0].numpy() + self.wpe[pos], self.no_qkv
+            h, first = x + self.wpe[pos], self.no_qkv
         else:
-            h, first = looked_up[0][0].numpy().copy(), looked_up[1][0].numpy()
+            h, first = looked_up[0].copy(), looked_up[1]
         keys, values = self._cache_views(cache)
         out = np.empty(self.width, np.float32)
         _step(
@@ -296,4 +321,11 @@ class FusedStep:
             out,
         )
         cache.lens[0] = pos + 1
-        return torch.from_numpy(out)[None]
+        return out
+
+    def __call__(self, x, cache, rows=None, looked_up=None) -> torch.Tensor:
+        """`_OneStep`'s call: tensors (1, H) in, (1, H or V) out."""
+        if looked_up is not None:
+            looked_up = (looked_up[0][0].numpy(), looked_up[1][0].numpy())
+            return torch.from_numpy(self.run(cache, looked_up=looked_up))[None]
+        return torch.from_numpy(self.run(cache, x[0].numpy()))[None]

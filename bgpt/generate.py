@@ -69,6 +69,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bgpt import fused as fused_kernels  # `draw`, defined where numba is installed
 from bgpt.config import WEIGHTS
 from bgpt.device import DTYPES, autocast
 from bgpt.errors import BGPTError
@@ -354,6 +355,19 @@ class Generation:
                 logits[torch.tensor(ban, device=logits.device), PAD] = float("-inf")
         return sample_symbols(logits, self.sampling, [self.generators[s] for s in samples])
 
+    def _draw(self, sample: int, logits: np.ndarray) -> int:
+        """`_choose` for one sample's logits (V,) from the fused kernels: greedy and plain
+        temperature sampling drawn in compiled code (`bgpt.fused.draw`, the same uniform from
+        the sample's generator), anything else through `_choose`."""
+        s = self.sampling
+        if self.logits_hook is not None or s.top_k > 1 or s.top_p < 1.0:
+            return self._choose([sample], torch.from_numpy(logits)[None])[0]
+        banned = PAD if len(self.outputs[sample]) < self.min_bytes else -1
+        if s.greedy:
+            return fused_kernels.draw(logits, 0.0, 1.0, True, banned)
+        u = torch.rand(1, generator=self.generators[sample]).item()
+        return fused_kernels.draw(logits, u, float(s.temperature), False, banned)
+
     def _accept(self, i: int, symbol: int, length: int) -> bool:
         """Record sample i's new symbol, its stream now `length` symbols long; False: it stopped."""
         if symbol == PAD:
@@ -577,8 +591,10 @@ class _CachedRun:
             # (bgpt.fused), for small fp32 models and int8 ones
             self.byte_step = FusedStep(bdec.transformer, head=bdec.wte.weight)
             self.patch_step = FusedStep(pdec.transformer)
+            self.table_h_np, self.table_qkv_np = self.table_h.numpy(), self.table_qkv.numpy()
         else:
             self.patch_step = _OneStep(pdec.transformer, self.cache_dtype, transpose)
+        self.fused = isinstance(self.byte_step, FusedStep)  # one row at a time (batch_size 1)
 
         # per row: the caches' rows, and
         self.samples: list[int] = []  # the sample it holds
@@ -639,6 +655,25 @@ class _CachedRun:
         """One symbol for every row; returns the (sample, byte) pairs that came out."""
         if self.pending and len(self.samples) < self.gen.batch_size:
             self._admit()
+        symbols, drew = self._symbol_fused() if self.fused else self._symbols()
+        return self._advance(symbols, drew)
+
+    def _symbol_fused(self) -> tuple[list[int], list[bool]]:
+        """`_symbols` for the one row of the fused kernels (bgpt.fused): the step and the
+        draw compiled, nothing in between made a tensor."""
+        pos, prev, forced = self.pos[0], self.prev[0], self.forced[0]
+        if pos == 0:  # the patch's feature
+            self.m.byte_decoder.prime(self.bcache, self.last_patch)
+            logits = self.byte_step.run(self.bcache, self.feats[0].numpy())
+        else:  # inside the patch: the first block from the tables
+            looked_up = (self.table_h_np[pos - 1, prev], self.table_qkv_np[pos - 1, prev])
+            logits = self.byte_step.run(self.bcache, looked_up=looked_up)
+        if forced:  # the rest of a partial prompt patch
+            return [forced.popleft()], [False]
+        return [self.gen._draw(self.samples[0], logits)], [True]
+
+    def _symbols(self) -> tuple[list[int], list[bool]]:
+        """Each row's next symbol, and whether it was drawn (else forced: a prompt's)."""
         gen, pos, dev = self.gen, self.pos, self.dev
         b = len(self.samples)
         # Byte decoder, one position per row: at a patch start the feature, else the
@@ -678,7 +713,11 @@ class _CachedRun:
             picked = gen._choose([self.samples[r] for r in drawing], some)
             for r, y in zip(drawing, picked, strict=True):
                 symbols[r] = y
+        return symbols, drew
 
+    def _advance(self, symbols: list[int], drew: list[bool]) -> list[tuple[int, int]]:
+        """Each row takes its symbol: samples stop, patches complete; the bytes that came out."""
+        gen, pos, b = self.gen, self.pos, len(self.samples)
         emitted, alive = [], []
         for r in range(b):
             y = symbols[r]

@@ -76,6 +76,9 @@ class KVCache(list):
         self.lens = [0] * batch
         self.max_len = layers[0].k.shape[2]
         self.positions = torch.arange(self.max_len, device=layers[0].k.device)
+        self.version = 0
+        """Counts the replacements of the layers' tensors (`keep`, `extend`): views of them
+        (bgpt.fused) are rebuilt when it moves."""
 
     @property
     def len(self) -> int:
@@ -98,10 +101,12 @@ class KVCache(list):
         """Keep only these rows (in this order), e.g. to drop finished samples of a batch."""
         for layer in self:
             layer.k, layer.v = layer.k[rows], layer.v[rows]
+        self.version += 1
         self.lens = [self.lens[i] for i in rows.tolist()]
 
     def extend(self, other: KVCache) -> None:
         """Append another cache's rows (same layers and length) after these."""
         for layer, more in zip(self, other, strict=True):
             layer.k, layer.v = torch.cat([layer.k, more.k]), torch.cat([layer.v, more.v])
+        self.version += 1
         self.lens = self.lens + other.lens

@@ -411,6 +411,96 @@ def test_one_row_sampling_equals_the_batched_search():
         assert one == pair[:1]
 
 
+def _interval_holds(logits: torch.Tensor, temperature: float, u: float, pick: int) -> bool:
+    """Does u fall in symbol `pick`'s interval of the float64 cumulative distribution, give
+    or take 1e-6 (float32 softmax and sums round at ~1e-7 of the total)?"""
+    p = torch.softmax(logits.double() / temperature, -1)
+    cdf = torch.cumsum(p, -1)
+    low = float(cdf[pick] - p[pick])
+    return float(p[pick]) > 0 and low - 1e-6 <= u <= float(cdf[pick]) + 1e-6
+
+
+def test_fused_draw_picks_what_sample_symbols_picks():
+    """`bgpt.fused.draw` (the fused single-sample engine's sampler) against sample_symbols with
+    the same uniform: greedy picks the same first maximum; sampling picks the same symbol except
+    where u lies within rounding of a step of the distribution, where both picks border it."""
+    pytest.importorskip("numba")
+    from bgpt.fused import draw
+
+    torch.manual_seed(0)
+    differ = 0
+    for i in range(600):
+        logits = torch.randn(257) * (i % 9)
+        if i % 4 == 1:  # ties at the top: the first wins
+            logits[[3, 100, 200]] = logits.max() + 1
+        if i % 4 == 2:  # symbols of probability 0, as after top-k or a ban
+            logits[torch.randperm(257)[:200]] = float("-inf")
+        banned = PAD if i % 5 == 0 else -1
+        if i % 10 == 0:  # the end of file most likely, but banned
+            logits[PAD] = logits.max() + 2
+        seen = logits.clone()
+        if banned >= 0:
+            seen[PAD] = float("-inf")
+        x = logits.numpy().astype(np.float32)
+        assert draw(x, 0.0, 1.0, True, banned) == int(seen.argmax())
+        temperature = (1.0, 0.6, 1.7)[i % 3]
+        sampling = Sampling(temperature=temperature)
+        g, same = torch.Generator().manual_seed(i), torch.Generator().manual_seed(i)
+        u = torch.rand(1, generator=same).item()
+        want = sample_symbols(seen[None], sampling, [g])[0]
+        got = draw(x, u, temperature, False, banned)
+        assert got != banned and _interval_holds(seen, temperature, u, got)
+        if got != want:  # only at a boundary both picks share
+            assert _interval_holds(seen, temperature, u, want)
+            differ += 1
+    assert differ <= 3
+    # a flat row: u walks the symbols in order
+    flat = np.zeros(257, np.float32)
+    assert [draw(flat, k / 257 + 1e-4, 1.0, False, -1) for k in (0, 5, 256)] == [0, 5, 256]
+
+
+def test_fused_one_sample_draws_from_its_generator(monkeypatch):
+    """The fused engine draws one sample in compiled code: with the uniforms its generator
+    gives, the end of file banned until min_bytes, at the temperature asked; with a logits hook
+    (or top-k / top-p) it goes through sample_symbols, which then picks the same bytes."""
+    pytest.importorskip("numba")
+    import bgpt.fused
+
+    model = make_model(seed=9)
+    prompt = [generation_prompt(prompt_bytes(3), "bin", S)]
+    calls = []
+    real = bgpt.fused.draw
+
+    def spy(logits, u, temperature, greedy, banned):
+        y = real(logits, u, temperature, greedy, banned)
+        calls.append((logits.copy(), u, temperature, greedy, banned, y))
+        return y
+
+    monkeypatch.setattr(bgpt.fused, "draw", spy)
+    sampling = Sampling(temperature=0.8)
+    out = Generation(model, prompt, sampling=sampling, seeds=[4], min_bytes=20).run()[0]
+    assert len(calls) == len(out.data) + (out.stop == STOP_END) and len(calls) > 25
+    g = torch.Generator().manual_seed(4)
+    for k, (row, u, temperature, greedy, banned, y) in enumerate(calls):
+        logits = torch.from_numpy(row)
+        assert u == torch.rand(1, generator=g).item() and temperature == 0.8 and not greedy
+        assert banned == (PAD if k < 20 else -1)
+        if banned >= 0:
+            logits[PAD] = float("-inf")
+        assert _interval_holds(logits, 0.8, u, y)
+    drawn = list(calls)
+    calls.clear()
+    hooked = Generation(
+        model, prompt, sampling=sampling, seeds=[4], min_bytes=20, logits_hook=lambda *_: None
+    ).run()[0]
+    assert not calls
+    if hooked != out:  # the same bytes up to a draw at a boundary of the distribution
+        k = next(k for k, (a, b) in enumerate(zip(hooked.data, out.data, strict=False)) if a != b)
+        row, u = drawn[k][:2]
+        assert hooked.data[:k] == out.data[:k]
+        assert _interval_holds(torch.from_numpy(row), 0.8, u, hooked.data[k])
+
+
 def test_library_errors():
     model = make_model()
     with pytest.raises(BGPTError, match="max_bytes"):
