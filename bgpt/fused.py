@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from bgpt.quantize import Int8Linear
 
@@ -44,12 +45,41 @@ def available() -> bool:
 if numba is not None:  # compiled on first use; numba caches the machine code on disk
     _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
     _jit = numba.njit(cache=True, nogil=True, fastmath=_FAST)
+    _exact_jit = numba.njit(cache=True, nogil=True)  # IEEE arithmetic: no fastmath
     # exact division and rounding where the int8 product quantizes (as fbgemm and the twin do);
     # integer sums need no licence to vectorize. The parallel product, and `product` which
     # calls it, are not cached: a step compiled in a process that loaded them from numba's cache
     # segfaulted when a later process loaded that step (numba/numba#8578,
     # tests/test_fused_cache.py). They compile (~1 s) only where a step of a new shape does.
     _parallel_jit = numba.njit(nogil=True, parallel=True)
+
+    @_jit
+    def gelu(f):
+        """f = GELU(f) in place, the tanh approximation. numba's np.tanh calls libm's scalar
+        tanhf (~20 ns each: 9,216 per byte of the paper model); this is Eigen's rational
+        approximation (generic_fast_tanh_float, within 2.7e-7 of tanh, 4.4 ulp on a grid of 2 M
+        points; PyTorch's GELU rounds to ~1 ulp) in two passes, so that both vectorize (LLVM
+        left the loop with the polynomials and the division in one body scalar): 10x faster."""
+        n = f.shape[0]
+        num, den = np.empty(n, np.float32), np.empty(n, np.float32)
+        c = np.float32(math.sqrt(2.0 / math.pi))
+        lim = np.float32(7.90531110763549805)  # tanh(lim) rounds to 1 in float32
+        for i in range(n):
+            u = f[i]
+            x = min(max(c * (u + np.float32(0.044715) * u * u * u), -lim), lim)
+            x2 = x * x
+            p = x2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
+            p = x2 * p + np.float32(-8.60467152213735e-11)
+            p = x2 * p + np.float32(5.12229709037114e-08)
+            p = x2 * p + np.float32(1.48572235717979e-05)
+            p = x2 * p + np.float32(6.37261928875436e-04)
+            p = x2 * p + np.float32(4.89352455891786e-03)
+            q = x2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
+            q = x2 * q + np.float32(2.26843463243900e-03)
+            q = x2 * q + np.float32(4.89352518554385e-03)
+            num[i], den[i] = x * p, q
+        for i in range(n):  # tanh = num / den
+            f[i] = np.float32(0.5) * f[i] * (np.float32(1.0) + num[i] / den[i])
 
     @_jit
     def layer_norm(x, w, b, eps, out):
@@ -65,6 +95,33 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
         inv = 1.0 / math.sqrt(var / n + eps)
         for i in range(n):
             out[i] = np.float32((x[i] - mean) * inv) * w[i] + b[i]
+
+    @_jit
+    def attend(q, k, v, at, out):
+        """One head, one query: out (hd,) = softmax(q k[p] / sqrt(hd)) v[p] over the positions
+        p = 0..at of its keys and values (T, hd)."""
+        hd = q.shape[0]
+        scale = np.float32(1.0 / math.sqrt(hd))
+        s = np.empty(at + 1, np.float32)
+        top = np.float32(-np.inf)
+        for p in range(at + 1):
+            acc = np.float32(0.0)
+            kp = k[p]
+            for d in range(hd):
+                acc += q[d] * kp[d]
+            s[p] = acc * scale
+            top = max(top, s[p])
+        total = np.float32(0.0)
+        for p in range(at + 1):
+            s[p] = np.exp(s[p] - top)
+            total += s[p]
+        y = np.zeros(hd, np.float32)  # (a local sum: 2-5x faster than one into `out`, measured)
+        for p in range(at + 1):  # rows of v in memory order: the inner loop vectorizes
+            sp, vp = s[p] / total, v[p]
+            for d in range(hd):
+                y[d] += sp * vp[d]
+        for d in range(hd):
+            out[d] = y[d]
 
     @_jit
     def affine(x, w, layer, b, out):  # out = x @ w[0][layer] + b, stored (in, out)
@@ -141,9 +198,6 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
         y = np.empty(hidden, np.float32)
         t = np.empty(hidden, np.float32)
         f = np.empty(fc_b.shape[1], np.float32)
-        s = np.empty(pos + 1, np.float32)
-        scale = np.float32(1.0 / math.sqrt(hd))
-        c = np.float32(math.sqrt(2.0 / math.pi))
         for layer in range(layers):
             if layer == 0 and first_qkv.shape[0] > 0:
                 qkv[:] = first_qkv
@@ -156,35 +210,13 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
                 for d in range(hd):
                     k[head_i, pos, d] = qkv[hidden + q0 + d]
                     v[head_i, pos, d] = qkv[2 * hidden + q0 + d]
-                top = np.float32(-np.inf)
-                for p in range(pos + 1):
-                    acc = np.float32(0.0)
-                    for d in range(hd):
-                        acc += qkv[q0 + d] * k[head_i, p, d]
-                    s[p] = acc * scale
-                    top = max(top, s[p])
-                total = np.float32(0.0)
-                for p in range(pos + 1):
-                    s[p] = np.exp(s[p] - top)
-                    total += s[p]
-                for d in range(hd):
-                    y[q0 + d] = 0.0
-                for p in range(pos + 1):  # rows of v in memory order (the inner loop vectorizes)
-                    sp = s[p] / total
-                    for d in range(hd):
-                        y[q0 + d] += sp * v[head_i, p, d]
+                attend(qkv[q0 : q0 + hd], k[head_i], v[head_i], pos, y[q0 : q0 + hd])
             product(y, proj_w, layer, proj_b[layer], t)
             for i in range(hidden):
                 h[i] += t[i]
             layer_norm(h, ln2[layer, 0], ln2[layer, 1], eps, a)
             product(a, fc_w, layer, fc_b[layer], f)
-            for i in range(f.shape[0]):  # GELU, tanh approximation
-                u = f[i]
-                f[i] = (
-                    np.float32(0.5)
-                    * u
-                    * (np.float32(1.0) + np.tanh(c * (u + np.float32(0.044715) * u * u * u)))
-                )
+            gelu(f)
             product(f, out_w, layer, out_b[layer], t)
             for i in range(hidden):
                 h[i] += t[i]
@@ -199,7 +231,7 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
                 for j in range(out.shape[0]):
                     out[j] += ai * head[i, j]
 
-    @numba.njit(cache=True, nogil=True)  # exact arithmetic: no fastmath
+    @_exact_jit
     def draw(logits, u, temperature, greedy, banned):
         """The symbol `bgpt.generate.sample_symbols` picks from one row of logits (V,) for
         top_k 0 or 1 and top_p 1: greedy, the first largest logit; otherwise the first symbol
@@ -225,6 +257,69 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
             if weights[i] > target:
                 return i
         return v - 1
+
+    # -- several rows: fbgemm's int8 products (RowsStep), everything between them here
+
+    @_exact_jit
+    def scale_row(x, buf):
+        """Int8Linear's scaling of one row: buf = x / s, s (returned) the row's largest
+        magnitude, at least the smallest normal; the same IEEE division."""
+        s = np.float32(1.1754944e-38)
+        for i in range(x.shape[0]):
+            s = max(s, abs(x[i]))
+        for i in range(x.shape[0]):
+            buf[i] = x[i] / s
+        return s
+
+    @_exact_jit
+    def scale_rows(x, buf, s):
+        for r in range(x.shape[0]):
+            s[r] = scale_row(x[r], buf[r])
+
+    @_jit
+    def unscale_rows(y, s, bias, out):
+        """out[r] = Int8Linear's output for row r (torch.addcmul(bias, y, s)), y fbgemm's."""
+        for r in range(out.shape[0]):
+            for j in range(out.shape[1]):
+                out[r, j] = bias[j] + y[r, j] * s[r]
+
+    @_jit
+    def add_norm_scale_rows(h, y, s, bias, w, b, eps, a, buf):
+        """The residual sum, then the next LayerNorm scaled into fbgemm's input: h[r] +=
+        unscaled y[r]; a[r] = LayerNorm(h[r]); buf[r], s[r] = a[r] scaled (y may be None: no
+        sum; buf may be None: no scaling)."""
+        for r in range(h.shape[0]):
+            if y is not None:
+                for i in range(h.shape[1]):
+                    h[r, i] += bias[i] + y[r, i] * s[r]
+            layer_norm(h[r], w, b, eps, a[r])
+        if buf is not None:
+            scale_rows(a, buf, s)
+
+    @numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FAST)  # called from Python only
+    def gelu_scale_rows(y, s, bias, f, buf):
+        """f[r] = GELU(unscaled y[r]), scaled into fbgemm's input buf[r], s[r]; rows over the
+        threads."""
+        for r in numba.prange(f.shape[0]):
+            for j in range(f.shape[1]):
+                f[r, j] = bias[j] + y[r, j] * s[r]
+            gelu(f[r])
+            s[r] = scale_row(f[r], buf[r])
+
+    @numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FAST)  # called from Python only
+    def attend_rows(qkv, keys, values, rows, pos, out):
+        """qkv (b, 3H): each row's q, k, v; k and v written at position pos[r] of cache row
+        rows[r] (keys, values: (B, heads, T, hd)); out (b, H): each head's attention over
+        positions 0..pos[r] of its row. Rows and heads over the threads."""
+        b, heads, hd = qkv.shape[0], keys.shape[1], keys.shape[3]
+        hidden = heads * hd
+        for job in numba.prange(b * heads):
+            r, head_i = job // heads, job % heads
+            k, v, at, q0 = keys[rows[r], head_i], values[rows[r], head_i], pos[r], head_i * hd
+            for d in range(hd):
+                k[at, d] = qkv[r, hidden + q0 + d]
+                v[at, d] = qkv[r, 2 * hidden + q0 + d]
+            attend(qkv[r, q0 : q0 + hd], k, v, at, out[r, q0 : q0 + hd])
 
 
 _NO_FP32 = np.empty((0, 0, 0), np.float32)  # the form a layer's weights do not take
@@ -329,3 +424,97 @@ class FusedStep:
             looked_up = (looked_up[0][0].numpy(), looked_up[1][0].numpy())
             return torch.from_numpy(self.run(cache, looked_up=looked_up))[None]
         return torch.from_numpy(self.run(cache, x[0].numpy()))[None]
+
+
+class RowsStep:
+    """`_OneStep`'s call for int8 models at several rows (CPU): each product one fbgemm call
+    for all rows (`Int8Linear.scaled_product`, the rows scaled here exactly as the layer scales
+    them); LayerNorms, attention, GELU and sums in five compiled kernels around the four
+    products of a block, where the PyTorch step makes ~50 operator calls. Rows may sit at
+    different positions (continuous batching) and a call may take a subset of the cache's
+    rows."""
+
+    def __init__(self, tr, head: torch.Tensor | None = None):
+        blocks = tr.blocks
+        self.wpe = _np(tr.wpe.weight)
+        self.eps = float(blocks[0].ln_1.eps)
+        self.head = None if head is None else head.detach().float()
+
+        def ln(m):
+            return _np(m.weight), _np(m.bias)
+
+        def linear(layer):
+            bias = layer.bias if layer.bias is not None else torch.zeros(layer.out_features)
+            return layer.scaled_product(), _np(bias)
+
+        self.ln1 = [ln(b.ln_1) for b in blocks]
+        self.ln2 = [ln(b.ln_2) for b in blocks]
+        self.qkv = [linear(b.attn.c_attn) for b in blocks]
+        self.proj = [linear(b.attn.c_proj) for b in blocks]
+        self.fc = [linear(b.mlp.c_fc) for b in blocks]
+        self.out = [linear(b.mlp.c_proj) for b in blocks]
+        self.ln_f = ln(tr.ln_f)
+        self.anchors = {
+            m.in_features: m.anchor() for m in (blocks[0].attn.c_attn, blocks[0].mlp.c_proj)
+        }
+        self._buffers: dict[tuple[int, int], tuple[torch.Tensor, np.ndarray]] = {}
+        self._views: tuple = (None, None, None, None)
+
+    def _buffer(self, b: int, n: int) -> tuple[torch.Tensor, np.ndarray]:
+        """fbgemm's input for b rows of n: (b + 1, n), the anchor row last; the numpy view of
+        the rows. One per shape: each product has read it before the next one is written."""
+        held = self._buffers.get((b, n))
+        if held is None:
+            buf = torch.cat([torch.empty(b, n), self.anchors[n]])
+            held = self._buffers[(b, n)] = (buf, buf.numpy()[:b])
+        return held
+
+    def _cache_views(self, cache) -> tuple[tuple, tuple]:  # as FusedStep's, all rows
+        if self._views[0] is not cache or self._views[1] != cache.version:
+            keys = tuple(layer.k.numpy() for layer in cache)
+            values = tuple(layer.v.numpy() for layer in cache)
+            self._views = (cache, cache.version, keys, values)
+        return self._views[2], self._views[3]
+
+    def __call__(self, x, cache, rows=None, looked_up=None) -> torch.Tensor:
+        """x (b, H): one new position for each of the cache's rows (or of `rows`) -> (b, H),
+        or the logits (b, V) with a head; `looked_up`: the first block's residual stream and
+        q, k, v from a token table, instead of x."""
+        at = np.arange(len(cache.lens)) if rows is None else rows.numpy()
+        pos = np.array([cache.lens[r] for r in at], dtype=np.int64)
+        if len(pos) and pos.max() + 1 > cache.max_len:
+            raise RuntimeError(f"key/value cache full ({cache.max_len} positions)")
+        if looked_up is None:
+            h, q = x.numpy() + self.wpe[pos], None
+        else:
+            h, q = looked_up[0].numpy().copy(), looked_up[1].numpy()
+        keys, values = self._cache_views(cache)
+        b, hidden = h.shape
+        a, y = np.empty((b, hidden), np.float32), np.empty((b, hidden), np.float32)
+        f = np.empty((b, self.fc[0][1].shape[0]), np.float32)
+        s = np.empty(b, np.float32)  # each row's scale, from one kernel to the next product
+        small, wide = self._buffer(b, hidden), self._buffer(b, f.shape[1])
+        if q is None:
+            add_norm_scale_rows(h, None, s, None, *self.ln1[0], self.eps, a, small[1])
+        last = len(self.qkv) - 1
+        for layer in range(last + 1):
+            if q is None:
+                product, bias = self.qkv[layer]
+                q = np.empty((b, bias.shape[0]), np.float32)
+                unscale_rows(product(small[0]).numpy(), s, bias, q)
+            attend_rows(q, keys[layer], values[layer], at, pos, y)
+            q = None
+            scale_rows(y, small[1], s)
+            product, bias = self.proj[layer]
+            add_norm_scale_rows(
+                h, product(small[0]).numpy(), s, bias, *self.ln2[layer], self.eps, a, small[1]
+            )
+            product, bias = self.fc[layer]
+            gelu_scale_rows(product(small[0]).numpy(), s, bias, f, wide[1])
+            product, bias = self.out[layer]
+            ln, buf = (self.ln_f, None) if layer == last else (self.ln1[layer + 1], small[1])
+            add_norm_scale_rows(h, product(wide[0]).numpy(), s, bias, *ln, self.eps, a, buf)
+        for r in at:
+            cache.lens[r] += 1
+        a = torch.from_numpy(a)  # the final LayerNorm
+        return a if self.head is None else F.linear(a, self.head)

@@ -59,6 +59,7 @@ import contextlib
 import copy
 import dataclasses
 import os
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -73,9 +74,9 @@ from bgpt import fused as fused_kernels  # `draw`, defined where numba is instal
 from bgpt.config import WEIGHTS
 from bgpt.device import DTYPES, autocast
 from bgpt.errors import BGPTError
-from bgpt.fused import FusedStep
+from bgpt.fused import FusedStep, RowsStep
 from bgpt.fused import available as fused_available
-from bgpt.quantize import _PackedLinear, quantize, weights_of
+from bgpt.quantize import Int8Linear, _PackedLinear, quantize, weights_of
 from bgpt.stream import PAD, conversion_prompt, header_patch
 from bgpt.validation import check_fields
 
@@ -563,6 +564,19 @@ class _OneStep:
         return h if self.head is None else self.head(h)
 
 
+def _fbgemm(m: nn.Module) -> bool:
+    """Do the model's int8 layers run on fbgemm here (not their plain twins)?"""
+    layers = [x for x in m.modules() if isinstance(x, Int8Linear)]
+    try:
+        with warnings.catch_warnings():  # PyTorch marks its quantized tensors deprecated
+            warnings.simplefilter("ignore", UserWarning)
+            for layer in layers:
+                layer.scaled_product()
+    except (AttributeError, NotImplementedError, RuntimeError):  # a build without fbgemm
+        return False
+    return all(layer.kernel for layer in layers)
+
+
 class _CachedRun:
     """State of the cached engine: both caches and, per cache row, where it stands.
 
@@ -586,14 +600,17 @@ class _CachedRun:
         weights = weights_of(m)
         fp32 = self.cache_dtype == torch.float32 == self.emb_dtype
         fusable = fp32 and (weights == "int8" or weights == "fp32" and transpose)
-        if gen.fused and gen.batch_size == 1 and dev.type == "cpu" and fusable:
+        self.patch_step = _OneStep(pdec.transformer, self.cache_dtype, transpose)
+        if gen.fused and dev.type == "cpu" and fusable and gen.batch_size == 1:
             # one sequence at a time on CPU, fp32 activations: each step in one compiled kernel
             # (bgpt.fused), for small fp32 models and int8 ones
             self.byte_step = FusedStep(bdec.transformer, head=bdec.wte.weight)
             self.patch_step = FusedStep(pdec.transformer)
             self.table_h_np, self.table_qkv_np = self.table_h.numpy(), self.table_qkv.numpy()
-        else:
-            self.patch_step = _OneStep(pdec.transformer, self.cache_dtype, transpose)
+        elif gen.fused and dev.type == "cpu" and fp32 and weights == "int8" and _fbgemm(m):
+            # int8 batches: fbgemm's products, compiled kernels between them (bgpt.fused)
+            self.byte_step = RowsStep(bdec.transformer, head=bdec.wte.weight)
+            self.patch_step = RowsStep(pdec.transformer)
         self.fused = isinstance(self.byte_step, FusedStep)  # one row at a time (batch_size 1)
 
         # per row: the caches' rows, and

@@ -100,7 +100,7 @@ class Fp16Linear(_PackedLinear):
 
 
 _ANCHOR_END = 127 / 126
-"""The int8 activations' fixed range is [-_ANCHOR_END, _ANCHOR_END] (see `Int8Linear._anchor`)."""
+"""The int8 activations' fixed range is [-_ANCHOR_END, _ANCHOR_END] (see `Int8Linear.anchor`)."""
 
 
 class Int8Linear(_PackedLinear):
@@ -126,7 +126,7 @@ class Int8Linear(_PackedLinear):
         step, zero = torch._choose_qparams_per_tensor(anchor, True)
         return step, zero
 
-    def _anchor(self) -> torch.Tensor:
+    def anchor(self) -> torch.Tensor:
         """(1, in): the row holding the ends of the range, [-127/126, 127/126]: a row's own
         largest magnitude (+-1) lands on a whole step (63 from the zero point), never half way,
         where two roundings could differ."""
@@ -137,17 +137,23 @@ class Int8Linear(_PackedLinear):
     def _anchored(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(rows scaled into [-1, 1] with the anchor row last, each row's scale)."""
         s = x.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
-        return torch.cat([x / s, self._anchor().to(x.device)]), s
+        return torch.cat([x / s, self.anchor().to(x.device)]), s
 
-    def _kernel_fn(self):
+    def scaled_product(self):
+        """fbgemm's product of rows already scaled into [-1, 1], the anchor row last, as the
+        kernel below prepares them: (n + 1, in) -> (n + 1, out), no bias; for callers that
+        scale the rows themselves (bgpt.fused). Raises where fbgemm is absent."""
         if self._packed is None:
             zero = torch.zeros(self.out_features, dtype=torch.long)
             qt = torch._make_per_channel_quantized_tensor(
                 self.qweight, self.scale.double(), zero, 0
             )
             self._packed = torch.ops.quantized.linear_prepack(qt, None)
-        packed, op, bias = self._packed, torch.ops.quantized.linear_dynamic, self.bias
-        anchor = self._anchor()
+        packed, op = self._packed, torch.ops.quantized.linear_dynamic
+        return lambda rows: op(rows, packed, True)
+
+    def _kernel_fn(self):
+        product, bias, anchor = self.scaled_product(), self.bias, self.anchor()
         # rows -> (rows + 1, in): the scaled rows, then the anchor
         buffers: dict[int, torch.Tensor] = {}
 
@@ -156,10 +162,10 @@ class Int8Linear(_PackedLinear):
             buf = buffers.get(n)
             if buf is None:
                 buf = buffers[n] = torch.cat([x.new_empty(n, x.shape[1]), anchor])
-            s = torch.linalg.vector_norm(x, float("inf"), dim=1, keepdim=True)
-            s.clamp_(min=torch.finfo(torch.float32).tiny)
+            # (abs, then amax: 6 us on 8 x 3072 where vector_norm(inf) took 73, measured)
+            s = x.abs().amax(dim=1, keepdim=True).clamp_(min=torch.finfo(torch.float32).tiny)
             torch.div(x, s, out=buf[:n])
-            y = op(buf, packed, True)[:n]
+            y = product(buf)[:n]
             return y * s if bias is None else torch.addcmul(bias, y, s)
 
         return fn

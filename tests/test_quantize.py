@@ -229,3 +229,47 @@ def test_fused_int8_step_equals_the_kernel_step():
     with torch.inference_mode():
         run = _CachedRun(Generation(fp16, prompt, sampling=Sampling(top_k=1), max_bytes=1), fp16)
     assert not isinstance(run.byte_step, FusedStep)
+
+
+def test_int8_batches_run_fbgemm_between_compiled_kernels():
+    """With int8 weights a batch runs each cached step as fbgemm's products with compiled
+    kernels between them (bgpt.fused.RowsStep), rows at their own positions: a continuous batch
+    of prompts of every length mod S (rows replaced as samples end, patch steps of a subset of
+    rows) gives the PyTorch step's bytes, its distributions within 1e-5 (the products are the
+    same calls on the same scaled rows; LayerNorms, attention and GELU round in their own order,
+    and an activation on a quantization boundary could move one step: within 0.05 there)."""
+    pytest.importorskip("numba")
+    from bgpt.fused import RowsStep
+    from bgpt.generate import Generation, Sampling, _CachedRun, generation_prompt
+
+    model = small_model()
+    with torch.no_grad():  # biases and LayerNorms of their own (small_model's are 0 and 1)
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.1)
+    model = quantize(model, "int8")
+    s = model.config.patch_size
+    prompts = [generation_prompt(bytes(range(97, 97 + n)), "txt", s) for n in range(2 * s)]
+    runs = []
+    for fused in (True, False):
+        seen = []
+        gen = Generation(model, prompts, sampling=Sampling(top_k=1), max_bytes=25 + len(prompts),
+                         min_bytes=6, batch_size=3, fused=fused,
+                         logits_hook=lambda rows, x, seen=seen: seen.append((rows, x.clone())))  # fmt: skip
+        runs.append((gen.run(), seen))
+    (fused_out, fused_seen), (torch_out, torch_seen) = runs
+    assert fused_out == torch_out and len({o.data for o in fused_out}) == len(prompts)
+    assert [r for r, _ in fused_seen] == [r for r, _ in torch_seen]
+    diff = torch.stack(
+        [(a - b).abs().max() for (_, a), (_, b) in zip(fused_seen, torch_seen, strict=True)]
+    )
+    assert float(diff.max()) < 0.05 and float(diff.median()) < 1e-5
+    with torch.inference_mode():
+        run = _CachedRun(Generation(model, prompts, max_bytes=1, batch_size=3), model)
+    assert isinstance(run.byte_step, RowsStep) and isinstance(run.patch_step, RowsStep)
+    for layer in model.modules():  # the plain twins: the PyTorch step
+        if isinstance(layer, Int8Linear):
+            layer.kernel = False
+    with torch.inference_mode():
+        run = _CachedRun(Generation(model, prompts, max_bytes=1, batch_size=3), model)
+    assert not isinstance(run.byte_step, RowsStep)
