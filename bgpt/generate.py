@@ -356,18 +356,19 @@ class Generation:
                 logits[torch.tensor(ban, device=logits.device), PAD] = float("-inf")
         return sample_symbols(logits, self.sampling, [self.generators[s] for s in samples])
 
-    def _draw(self, sample: int, logits: np.ndarray) -> int:
-        """`_choose` for one sample's logits (V,) from the fused kernels: greedy and plain
-        temperature sampling drawn in compiled code (`bgpt.fused.draw`, the same uniform from
-        the sample's generator), anything else through `_choose`."""
+    def _draw(self, samples: list[int], logits: np.ndarray) -> list[int]:
+        """`_choose` for the compiled engines' logits (rows, V): greedy and plain temperature
+        sampling drawn row by row in compiled code (`bgpt.fused.draw`, each sample's uniform
+        from its generator, as sample_symbols draws it), anything else through `_choose`."""
         s = self.sampling
         if self.logits_hook is not None or s.top_k > 1 or s.top_p < 1.0:
-            return self._choose([sample], torch.from_numpy(logits)[None])[0]
-        banned = PAD if len(self.outputs[sample]) < self.min_bytes else -1
-        if s.greedy:
-            return fused_kernels.draw(logits, 0.0, 1.0, True, banned)
-        u = torch.rand(1, generator=self.generators[sample]).item()
-        return fused_kernels.draw(logits, u, float(s.temperature), False, banned)
+            return self._choose(samples, torch.from_numpy(logits))
+        picks = []
+        for row, i in zip(logits, samples, strict=True):
+            banned = PAD if len(self.outputs[i]) < self.min_bytes else -1
+            u = 0.0 if s.greedy else torch.rand(1, generator=self.generators[i]).item()
+            picks.append(fused_kernels.draw(row, u, float(s.temperature), s.greedy, banned))
+        return picks
 
     def _accept(self, i: int, symbol: int, length: int) -> bool:
         """Record sample i's new symbol, its stream now `length` symbols long; False: it stopped."""
@@ -687,7 +688,7 @@ class _CachedRun:
             logits = self.byte_step.run(self.bcache, looked_up=looked_up)
         if forced:  # the rest of a partial prompt patch
             return [forced.popleft()], [False]
-        return [self.gen._draw(self.samples[0], logits)], [True]
+        return self.gen._draw(self.samples, logits[None]), [True]
 
     def _symbols(self) -> tuple[list[int], list[bool]]:
         """Each row's next symbol, and whether it was drawn (else forced: a prompt's)."""
@@ -727,7 +728,11 @@ class _CachedRun:
         drawing = [r for r in range(b) if drew[r]]
         if drawing:
             some = logits if len(drawing) == b else logits[drawing]
-            picked = gen._choose([self.samples[r] for r in drawing], some)
+            samples = [self.samples[r] for r in drawing]
+            if isinstance(self.byte_step, RowsStep):  # compiled draws for compiled logits
+                picked = gen._draw(samples, some.numpy())
+            else:
+                picked = gen._choose(samples, some)
             for r, y in zip(drawing, picked, strict=True):
                 symbols[r] = y
         return symbols, drew

@@ -273,3 +273,40 @@ def test_int8_batches_run_fbgemm_between_compiled_kernels():
     with torch.inference_mode():
         run = _CachedRun(Generation(model, prompts, max_bytes=1, batch_size=3), model)
     assert not isinstance(run.byte_step, RowsStep)
+
+
+def test_int8_batches_draw_each_row_from_its_generator(monkeypatch):
+    """A batch's rows on the compiled kernels are drawn in compiled code (bgpt.fused.draw), each
+    sample with the uniforms of its own generator, in order, its end of file banned until
+    min_bytes: the same draws sample_symbols makes (tests/test_generate.py holds draw to it)."""
+    pytest.importorskip("numba")
+    import bgpt.fused
+    from bgpt.generate import Generation, Sampling, generation_prompt
+    from bgpt.stream import PAD
+
+    model = quantize(small_model(), "int8")
+    prompts = [generation_prompt(bytes(range(97, 97 + n)), "txt", 4) for n in (0, 3, 5, 6, 9)]
+    draws, rows = [], []
+    real_draw, real_rows = bgpt.fused.draw, Generation._draw
+
+    def draw(logits, u, temperature, greedy, banned):
+        draws.append((u, temperature, greedy, banned))
+        return real_draw(logits, u, temperature, greedy, banned)
+
+    def rows_drawn(self, samples, logits):
+        rows.append([(i, len(self.outputs[i])) for i in samples])
+        return real_rows(self, samples, logits)
+
+    monkeypatch.setattr(bgpt.fused, "draw", draw)
+    monkeypatch.setattr(Generation, "_draw", rows_drawn)
+    seeds = [7, 8, 9, 10, 11]
+    gen = Generation(model, prompts, sampling=Sampling(temperature=0.9), seeds=seeds,
+                     min_bytes=8, max_bytes=30, batch_size=3)  # fmt: skip
+    outs = gen.run()
+    drawn = [x for r in rows for x in r]
+    assert len(drawn) == len(draws) == sum(len(o.data) + (o.stop == "end") for o in outs)
+    streams = [torch.Generator().manual_seed(s) for s in seeds]
+    for (i, made), (u, temperature, greedy, banned) in zip(drawn, draws, strict=True):
+        assert u == torch.rand(1, generator=streams[i]).item()
+        assert (temperature, greedy, banned) == (0.9, False, PAD if made < 8 else -1)
+    assert max(len(r) for r in rows) == 3
