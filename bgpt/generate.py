@@ -600,11 +600,11 @@ class _CachedRun:
         self.table_h, self.table_qkv = self.byte_step.token_table(self.wte, bdec.context + 1)
         weights = weights_of(m)
         fp32 = self.cache_dtype == torch.float32 == self.emb_dtype
-        fusable = fp32 and (weights == "int8" or weights == "fp32" and transpose)
+        fusable = fp32 and weights in ("int8", "fp32")
         self.patch_step = _OneStep(pdec.transformer, self.cache_dtype, transpose)
         if gen.fused and dev.type == "cpu" and fusable and gen.batch_size == 1:
             # one sequence at a time on CPU, fp32 activations: each step in one compiled kernel
-            # (bgpt.fused), for small fp32 models and int8 ones
+            # (bgpt.fused), for fp32 and int8 models
             self.byte_step = FusedStep(bdec.transformer, head=bdec.wte.weight)
             self.patch_step = FusedStep(pdec.transformer)
             self.table_h_np, self.table_qkv_np = self.table_h.numpy(), self.table_qkv.numpy()

@@ -3,8 +3,8 @@
 numba compiles `_step` once per signature (the number of layers is part of it) and caches the
 machine code. A cached serial function calling a parallel one segfaulted when loaded from the
 cache by a later process if it had been compiled in a process that itself loaded its callees
-from the cache (numba/numba#8578): a user's second run of a model of a new depth crashed. Both
-engines' kernels: one sample (FusedStep) and a batch of two (RowsStep)."""
+from the cache (numba/numba#8578): a user's second run of a model of a new depth crashed. Every
+kernel: one sample in fp32 and int8 (FusedStep), an int8 batch of two (RowsStep)."""
 
 import os
 import subprocess
@@ -24,11 +24,16 @@ layers = int(sys.argv[1])
 torch.manual_seed(layers)
 config = BGPTConfig(patch_size=4, max_patches=16, hidden_size=64, heads=2,
                     patch_layers=layers, byte_layers=layers)
-model = quantize(BGPT(config).eval(), "int8")
+model = BGPT(config).eval()
 prompts = [generation_prompt(p, "txt", 4) for p in (b"ab", b"abcde")]
-one = Generation(model, prompts[:1], sampling=Sampling(top_k=1), max_bytes=40, min_bytes=40)
-two = Generation(model, prompts, sampling=Sampling(top_k=1), max_bytes=40, min_bytes=40)
-print(" ".join(o.data.hex() for o in one.run() + two.run()))  # the one-row and the rows' kernels
+
+def run(prompts):
+    gen = Generation(model, prompts, sampling=Sampling(top_k=1), max_bytes=40, min_bytes=40)
+    return [o.data.hex() for o in gen.run()]
+
+fp32 = run(prompts[:1])
+model = quantize(model, "int8")  # in place
+print(" ".join(fp32 + run(prompts[:1]) + run(prompts)))  # every kernel
 """
 
 
@@ -49,5 +54,5 @@ def test_fused_step_runs_from_numbas_cache_in_a_later_process(tmp_path):
 
     run(1)  # compiles the step and its callees for one layer
     compiled = run(2)  # a new depth: the step compiled again, its callees from the cache
-    assert [len(x) for x in compiled.split()] == [80, 80, 80]
+    assert [len(x) for x in compiled.split()] == [80, 80, 80, 80]
     assert run(2) == compiled  # the two-layer step itself from the cache
