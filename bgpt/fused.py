@@ -277,13 +277,6 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
             s[r] = scale_row(x[r], buf[r])
 
     @_jit
-    def unscale_rows(y, s, bias, out):
-        """out[r] = Int8Linear's output for row r (torch.addcmul(bias, y, s)), y fbgemm's."""
-        for r in range(out.shape[0]):
-            for j in range(out.shape[1]):
-                out[r, j] = bias[j] + y[r, j] * s[r]
-
-    @_jit
     def add_norm_scale_rows(h, y, s, bias, w, b, eps, a, buf):
         """The residual sum, then the next LayerNorm scaled into fbgemm's input: h[r] +=
         unscaled y[r]; a[r] = LayerNorm(h[r]); buf[r], s[r] = a[r] scaled (y may be None: no
@@ -307,19 +300,25 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
             s[r] = scale_row(f[r], buf[r])
 
     @numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FAST)  # called from Python only
-    def attend_rows(qkv, keys, values, rows, pos, out):
-        """qkv (b, 3H): each row's q, k, v; k and v written at position pos[r] of cache row
-        rows[r] (keys, values: (B, heads, T, hd)); out (b, H): each head's attention over
-        positions 0..pos[r] of its row. Rows and heads over the threads."""
-        b, heads, hd = qkv.shape[0], keys.shape[1], keys.shape[3]
+    def attend_rows(y, s, bias, keys, values, rows, pos, out, buf):
+        """Attention for b rows, from the q, k, v product's output to the next product's
+        input: each row's q, k, v = bias + y[r] * s[r] (y (b or more, 3H)); k and v written at
+        position pos[r] of cache row rows[r] (keys, values: (B, heads, T, hd)); out (b, H): each
+        head's attention over positions 0..pos[r] of its row; then out scaled into fbgemm's
+        input buf, its scales into s. Rows and heads over the threads."""
+        b, heads, hd = out.shape[0], keys.shape[1], keys.shape[3]
         hidden = heads * hd
         for job in numba.prange(b * heads):
             r, head_i = job // heads, job % heads
             k, v, at, q0 = keys[rows[r], head_i], values[rows[r], head_i], pos[r], head_i * hd
+            q = np.empty(hd, np.float32)
             for d in range(hd):
-                k[at, d] = qkv[r, hidden + q0 + d]
-                v[at, d] = qkv[r, 2 * hidden + q0 + d]
-            attend(qkv[r, q0 : q0 + hd], k, v, at, out[r, q0 : q0 + hd])
+                q[d] = bias[q0 + d] + y[r, q0 + d] * s[r]
+                k[at, d] = bias[hidden + q0 + d] + y[r, hidden + q0 + d] * s[r]
+                v[at, d] = bias[2 * hidden + q0 + d] + y[r, 2 * hidden + q0 + d] * s[r]
+            attend(q, k, v, at, out[r, q0 : q0 + hd])
+        for r in numba.prange(b):
+            s[r] = scale_row(out[r], buf[r])
 
 
 _NO_INT8 = (np.empty((0, 0, 0), np.int8), np.empty((0, 0), np.float32), np.empty(2, np.float32))
@@ -454,6 +453,7 @@ class RowsStep:
         self.fc = [linear(b.mlp.c_fc) for b in blocks]
         self.out = [linear(b.mlp.c_proj) for b in blocks]
         self.ln_f = ln(tr.ln_f)
+        self.no_bias = np.zeros(self.qkv[0][1].shape[0], np.float32)
         self.anchors = {
             m.in_features: m.anchor() for m in (blocks[0].attn.c_attn, blocks[0].mlp.c_proj)
         }
@@ -496,15 +496,15 @@ class RowsStep:
         small, wide = self._buffer(b, hidden), self._buffer(b, f.shape[1])
         if q is None:
             add_norm_scale_rows(h, None, s, None, *self.ln1[0], self.eps, a, small[1])
+        else:  # looked up: the q, k, v themselves (times 1, plus 0: unchanged)
+            s[:], bias = 1.0, self.no_bias
         last = len(self.qkv) - 1
         for layer in range(last + 1):
             if q is None:
                 product, bias = self.qkv[layer]
-                q = np.empty((b, bias.shape[0]), np.float32)
-                unscale_rows(product(small[0]).numpy(), s, bias, q)
-            attend_rows(q, keys[layer], values[layer], at, pos, y)
+                q = product(small[0]).numpy()
+            attend_rows(q, s, bias, keys[layer], values[layer], at, pos, y, small[1])
             q = None
-            scale_rows(y, small[1], s)
             product, bias = self.proj[layer]
             add_norm_scale_rows(
                 h, product(small[0]).numpy(), s, bias, *self.ln2[layer], self.eps, a, small[1]
