@@ -21,8 +21,8 @@ positions are codes in .bgz headers: append only."""
 WEIGHTS_HELP = (
     "form of the weights for inference: fp32 (the checkpoint's, exact; default), bf16, fp16 "
     "(fp16 weights, fp32 sums), or int8 (int8 weights, activations quantized per row); on CPU "
-    "the paper-size model generates one sample ~6x faster in int8 and ~3.5x in fp16, a batch "
-    "of 8 ~3.5x in either (docs/benchmarks.md: speed and quality)"
+    "the paper-size model generates one sample ~3.5x faster in int8 than in fp32 and a batch "
+    "of 8 ~4.5x (fp16: ~3x at batch 8, no faster alone) (docs/benchmarks.md: speed and quality)"
 )
 
 

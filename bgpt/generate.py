@@ -229,8 +229,9 @@ class Generation:
     batch stays full whatever the lengths; the plain loops run the prompts in chunks.
 
     `logits_hook(samples, logits)` (for tests) sees the raw next-symbol logits of the samples
-    that draw at each step. `fused=False` keeps a single sample's cached steps on the PyTorch
-    path instead of the compiled kernel (`bgpt.fused`, used when numba is installed)."""
+    that draw at each step. `fused=False` keeps the cached steps on the PyTorch path instead of
+    the compiled kernels (`bgpt.fused`, used when numba is installed: a single sample in fp32 or
+    int8, int8 batches between fbgemm's products)."""
 
     def __init__(
         self,
