@@ -159,8 +159,8 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
     @numba.njit(nogil=True, fastmath=_FAST)  # not cached: see _parallel_jit
     def product(x, w, layer, b, out):
         """A layer's product in its form: w = (fp32: per layer (out, in), then int8's three
-        arrays); the form not used is empty. (One function with a branch rather than the product as an
-        argument: numba caches no function that takes a function.)"""
+        arrays); the form not used is empty. (One function with a branch rather than the
+        product as an argument: numba caches no function that takes a function.)"""
         if w[1].shape[0]:
             affine_int8(x, w, layer, b, out)
         else:
@@ -188,9 +188,10 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
         values,
         out,
     ):
-        """*_w: weights as `product` takes them; h (H,): the first block's input, updated in place; first_qkv (3H,) or empty: the first block's q,
-        k, v looked up; ln* (L or 1, 2, H) weight and bias; keys/values: per layer
-        (heads, T, hd), position `pos` written; out: (H,) final LayerNorm or (V,) logits."""
+        """*_w: weights as `product` takes them; h (H,): the first block's input, updated in
+        place; first_qkv (3H,) or empty: the first block's q, k, v looked up; ln* (L or 1, 2, H)
+        weight and bias; keys/values: per layer (heads, T, hd), position `pos` written; out:
+        (H,) final LayerNorm or (V,) logits."""
         layers, hidden = ln1.shape[0], ln1.shape[2]
         heads, hd = keys[0].shape[0], keys[0].shape[2]
         a = np.empty(hidden, np.float32)

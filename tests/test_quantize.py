@@ -253,9 +253,16 @@ def test_int8_batches_run_fbgemm_between_compiled_kernels():
     runs = []
     for fused in (True, False):
         seen = []
-        gen = Generation(model, prompts, sampling=Sampling(top_k=1), max_bytes=25 + len(prompts),
-                         min_bytes=6, batch_size=3, fused=fused,
-                         logits_hook=lambda rows, x, seen=seen: seen.append((rows, x.clone())))  # fmt: skip
+        gen = Generation(
+            model,
+            prompts,
+            sampling=Sampling(top_k=1),
+            max_bytes=25 + len(prompts),
+            min_bytes=6,
+            batch_size=3,
+            fused=fused,
+            logits_hook=lambda rows, x, seen=seen: seen.append((rows, x.clone())),
+        )
         runs.append((gen.run(), seen))
     (fused_out, fused_seen), (torch_out, torch_seen) = runs
     assert fused_out == torch_out and len({o.data for o in fused_out}) == len(prompts)
