@@ -151,8 +151,11 @@ class _Console(logging.Handler):
             msg = record.getMessage()
             if record.levelno >= logging.WARNING:
                 print(f"{record.levelname.lower()}: {msg}", file=sys.stderr, flush=True)
-            else:
-                print(msg, flush=True)
+            else:  # tqdm.write: a progress bar on the console is cleared and drawn again below
+                from tqdm import tqdm
+
+                tqdm.write(msg, file=sys.stdout)
+                sys.stdout.flush()
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
 

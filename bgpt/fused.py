@@ -25,6 +25,7 @@ Everything else takes the PyTorch step.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -35,8 +36,11 @@ from bgpt.quantize import Int8Linear
 
 try:
     import numba
+    import numba.core.event
 except ImportError:  # optional: the PyTorch step does the same work
     numba = None
+
+logger = logging.getLogger(__name__)
 
 
 def available() -> bool:
@@ -320,6 +324,32 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
             attend(q, k, v, at, out[r, q0 : q0 + hd])
         for r in numba.prange(b):
             s[r] = scale_row(out[r], buf[r])
+
+    class _CompileNotice(numba.core.event.Listener):
+        """Says why the first generation with a new model shape waits: numba compiles the
+        kernels for it (seconds to tens of seconds), once per process, the first time one of
+        them compiles (a kernel loaded from numba's disk cache sends no event)."""
+
+        def __init__(self, kernels):
+            self.kernels, self.said = kernels, False
+
+        def on_start(self, event):
+            if not self.said and event.data["dispatcher"] in self.kernels:
+                self.said = True
+                logger.info(
+                    "compiling the generation kernels for this model's shape (numba; once, "
+                    "then cached on disk)"
+                )
+
+        def on_end(self, event):
+            pass
+
+    numba.core.event.register(
+        "numba:compile",
+        _CompileNotice(
+            {_step, draw, scale_rows, add_norm_scale_rows, gelu_scale_rows, attend_rows}
+        ),
+    )
 
 
 _NO_INT8 = (np.empty((0, 0, 0), np.int8), np.empty((0, 0), np.float32), np.empty(2, np.float32))

@@ -4,7 +4,9 @@ numba compiles `_step` once per signature (the number of layers is part of it) a
 machine code. A cached serial function calling a parallel one segfaulted when loaded from the
 cache by a later process if it had been compiled in a process that itself loaded its callees
 from the cache (numba/numba#8578): a user's second run of a model of a new depth crashed. Every
-kernel: one sample in fp32 and int8 (FusedStep), an int8 batch of two (RowsStep)."""
+kernel: one sample in fp32 and int8 (FusedStep), an int8 batch of two (RowsStep). A process
+that compiles them says so once (the first run with a new shape waits for it); one that loads
+them from the cache says nothing."""
 
 import os
 import subprocess
@@ -13,6 +15,7 @@ import sys
 import pytest
 
 CHILD = """
+import logging
 import sys
 import torch
 from bgpt.config import BGPTConfig
@@ -20,6 +23,7 @@ from bgpt.generate import Generation, Sampling, generation_prompt
 from bgpt.model import BGPT
 from bgpt.quantize import quantize
 
+logging.basicConfig(level=logging.INFO)  # bgpt.fused says when it compiles
 layers = int(sys.argv[1])
 torch.manual_seed(layers)
 config = BGPTConfig(patch_size=4, max_patches=16, hidden_size=64, heads=2,
@@ -41,7 +45,7 @@ def test_fused_step_runs_from_numbas_cache_in_a_later_process(tmp_path):
     pytest.importorskip("numba")
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
 
-    def run(layers: int) -> str:
+    def run(layers: int) -> tuple[str, bool]:
         done = subprocess.run(
             [sys.executable, "-c", CHILD, str(layers)],
             env=env,
@@ -50,9 +54,9 @@ def test_fused_step_runs_from_numbas_cache_in_a_later_process(tmp_path):
             timeout=300,
         )
         assert done.returncode == 0, (layers, done.returncode, done.stderr[-2000:])
-        return done.stdout.strip()
+        return done.stdout.strip(), "compiling the generation kernels" in done.stderr
 
-    run(1)  # compiles the step and its callees for one layer
-    compiled = run(2)  # a new depth: the step compiled again, its callees from the cache
-    assert [len(x) for x in compiled.split()] == [80, 80, 80, 80]
-    assert run(2) == compiled  # the two-layer step itself from the cache
+    assert run(1)[1]  # compiles the steps and their callees for one layer (and says so)
+    compiled, said = run(2)  # a new depth: the steps compiled again, callees from the cache
+    assert said and [len(x) for x in compiled.split()] == [80, 80, 80, 80]
+    assert run(2) == (compiled, False)  # the two-layer steps themselves from the cache
