@@ -609,8 +609,8 @@ class _CachedRun:
             self.byte_step = FusedStep(bdec.transformer, head=bdec.wte.weight)
             self.patch_step = FusedStep(pdec.transformer)
             self.table_h_np, self.table_qkv_np = self.table_h.numpy(), self.table_qkv.numpy()
-        elif gen.fused and dev.type == "cpu" and fp32 and weights == "int8" and _fbgemm(m):
-            # int8 batches: fbgemm's products, compiled kernels between them (bgpt.fused)
+        elif gen.fused and dev.type == "cpu" and fusable and (weights == "fp32" or _fbgemm(m)):
+            # batches: one product call for all rows (int8: fbgemm's), compiled kernels between
             self.byte_step = RowsStep(bdec.transformer, head=bdec.wte.weight)
             self.patch_step = RowsStep(pdec.transformer)
         self.fused = isinstance(self.byte_step, FusedStep)  # one row at a time (batch_size 1)
