@@ -22,7 +22,7 @@ WEIGHTS_HELP = (
     "form of the weights for inference: fp32 (the checkpoint's, exact; default), bf16, fp16 "
     "(fp16 weights, fp32 sums), or int8 (int8 weights, activations quantized per row); on CPU "
     "the paper-size model generates one sample ~3.5x faster in int8 than in fp32 and a batch "
-    "of 8 ~4.5x (fp16: ~3x at batch 8, no faster alone) (docs/benchmarks.md: speed and quality)"
+    "of 8 ~3x (fp16: ~2x at batch 8, no faster alone) (docs/benchmarks.md: speed and quality)"
 )
 
 

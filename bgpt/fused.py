@@ -13,14 +13,15 @@ over PyTorch's threads:
   row scaled by its largest magnitude, quantized to the fixed 7-bit range, integer sums,
   scaled back). The paper-size model's byte is one kernel call reading 26 MB of int8 weights.
 
-`RowsStep` runs an int8 model's step at several rows (batches, continuous batching): each
-product one fbgemm call for all rows, the rest in kernels between them (at 8 rows a compiled
-integer loop is compute-bound where fbgemm's register-blocked one is not; docs/benchmarks.md).
+`RowsStep` runs the step at several rows (batches, continuous batching): each product one
+call for all rows (int8: fbgemm's, since at 8 rows a compiled integer loop is compute-bound
+where fbgemm's register-blocked one is not; fp32: `affine_rows`), the rest in kernels between
+them (docs/benchmarks.md).
 `draw` picks a symbol from one row of logits as `bgpt.generate.sample_symbols` does.
 
-Used by the cached engine on CPU with fp32 activations when numba is installed (the `fast`
-extra; `pip install numba`): a batch of one in fp32 or int8, int8 batches on fbgemm.
-Everything else takes the PyTorch step.
+Used by the cached engine on CPU for fp32 and int8 weights (fp32 activations) when numba is
+installed (the `fast` extra; `pip install numba`): `FusedStep` for a batch of one, `RowsStep`
+for more. Everything else (bf16, fp16, CUDA) takes the PyTorch step.
 """
 
 from __future__ import annotations

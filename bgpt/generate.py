@@ -230,8 +230,8 @@ class Generation:
 
     `logits_hook(samples, logits)` (for tests) sees the raw next-symbol logits of the samples
     that draw at each step. `fused=False` keeps the cached steps on the PyTorch path instead of
-    the compiled kernels (`bgpt.fused`, used when numba is installed: a single sample in fp32 or
-    int8, int8 batches between fbgemm's products)."""
+    the compiled kernels (`bgpt.fused`, used on CPU for fp32 and int8 weights when numba is
+    installed)."""
 
     def __init__(
         self,
