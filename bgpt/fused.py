@@ -264,7 +264,7 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
                 return i
         return v - 1
 
-    # -- several rows: fbgemm's int8 products (RowsStep), everything between them here
+    # -- several rows (RowsStep): each product one call for all rows, everything between here
 
     @_exact_jit
     def scale_row(x, buf):
@@ -362,7 +362,7 @@ if numba is not None:  # compiled on first use; numba caches the machine code on
     numba.core.event.register(
         "numba:compile",
         _CompileNotice(
-            {_step, draw, scale_rows, add_norm_scale_rows, gelu_scale_rows, attend_rows}
+            {_step, draw, add_norm_scale_rows, gelu_scale_rows, affine_rows, attend_rows}
         ),
     )
 
@@ -373,6 +373,23 @@ _NO_INT8 = (np.empty((0, 0, 0), np.int8), np.empty((0, 0), np.float32), np.empty
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().to(torch.float32).contiguous().numpy()
+
+
+class _CacheViews:
+    """numpy views of a KV cache's keys and values per layer (all rows, or one row), rebuilt
+    when the cache's tensors are replaced (`KVCache.version`; the cache itself is held: a freed
+    one's id could return)."""
+
+    def __init__(self, row: int | None = None):
+        self.row, self.held = row, (None, None, None, None)
+
+    def __call__(self, cache) -> tuple[tuple, tuple]:
+        if self.held[0] is not cache or self.held[1] != cache.version:
+            at = slice(None) if self.row is None else self.row
+            keys = tuple(layer.k[at].numpy() for layer in cache)
+            values = tuple(layer.v[at].numpy() for layer in cache)
+            self.held = (cache, cache.version, keys, values)
+        return self.held[2], self.held[3]
 
 
 class FusedStep:
@@ -409,7 +426,7 @@ class FusedStep:
         )
         self.width = hidden if head is None else self.head.shape[1]
         self.no_qkv = np.empty(0, np.float32)
-        self._views: tuple = (None, None, None, None)
+        self._cache_views = _CacheViews(row=0)
 
     @staticmethod
     def _linear_int8(layers) -> tuple[tuple, np.ndarray]:
@@ -420,15 +437,6 @@ class FusedStep:
         qp = np.array([1.0 / step, zero], np.float32)  # fbgemm's float inverse of the step
         no_fp32 = tuple(np.empty((0, 0), np.float32) for _ in layers)  # fp32's, empty
         return (no_fp32, q, mult, qp), np.stack([_np(layer.bias) for layer in layers])
-
-    def _cache_views(self, cache) -> tuple[tuple, tuple]:
-        """numpy views of the cache's row 0, per layer, rebuilt when the cache's tensors are
-        replaced (`KVCache.version`; the cache itself is held: a freed one's id could return)."""
-        if self._views[0] is not cache or self._views[1] != cache.version:
-            keys = tuple(layer.k[0].numpy() for layer in cache)
-            values = tuple(layer.v[0].numpy() for layer in cache)
-            self._views = (cache, cache.version, keys, values)
-        return self._views[2], self._views[3]
 
     def run(self, cache, x: np.ndarray | None = None, looked_up=None) -> np.ndarray:
         """One position appended to a one-row cache: x (H,) its input, or `looked_up`, the
@@ -523,23 +531,16 @@ class RowsStep:
             m.in_features: anchor(m) for m in (blocks[0].attn.c_attn, blocks[0].mlp.c_proj)
         }
         self._buffers: dict[tuple[int, int], tuple[torch.Tensor, np.ndarray]] = {}
-        self._views: tuple = (None, None, None, None)
+        self._cache_views = _CacheViews()
 
     def _buffer(self, b: int, n: int) -> tuple[torch.Tensor, np.ndarray]:
-        """fbgemm's input for b rows of n: (b + 1, n), the anchor row last; the numpy view of
-        the rows. One per shape: each product has read it before the next one is written."""
+        """The products' input for b rows of n: (b + 1, n), the anchor row last; the numpy view
+        of the rows. One per shape: each product has read it before the next one is written."""
         held = self._buffers.get((b, n))
         if held is None:
             buf = torch.cat([torch.empty(b, n), self.anchors[n]])
             held = self._buffers[(b, n)] = (buf, buf.numpy()[:b])
         return held
-
-    def _cache_views(self, cache) -> tuple[tuple, tuple]:  # as FusedStep's, all rows
-        if self._views[0] is not cache or self._views[1] != cache.version:
-            keys = tuple(layer.k.numpy() for layer in cache)
-            values = tuple(layer.v.numpy() for layer in cache)
-            self._views = (cache, cache.version, keys, values)
-        return self._views[2], self._views[3]
 
     def __call__(self, x, cache, rows=None, looked_up=None) -> torch.Tensor:
         """x (b, H): one new position for each of the cache's rows (or of `rows`) -> (b, H),

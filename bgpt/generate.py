@@ -44,9 +44,10 @@ module calls cost as much as the arithmetic. Inside a patch the byte decoder's i
 embedding of the last byte at a known position, so what its first block computes before
 attention (the residual stream and q, k, v) is looked up from a table made once per run for
 every (position, symbol) pair (`_OneStep.token_table`): at batch 1 a byte step is bound by
-reading the weights, and this skips the first block's largest matrix. A single sample on CPU in
-fp32 (small models, or int8 weights at any size) runs each step as one compiled kernel instead
-when numba is installed (`bgpt.fused`: the same math without ~45 operator dispatches per byte).
+reading the weights, and this skips the first block's largest matrix. On CPU with fp32 or int8
+weights the steps run in compiled kernels instead when numba is installed (`bgpt.fused`: a
+single sample's step as one kernel, without ~45 operator dispatches per byte; a batch's with
+one product call per layer for all rows and kernels between them).
 The prompt pass and the plain loops run the modules; in bf16/fp16 they run on a copy whose
 Linear weights are cast once (autocast would cast them again at every call).
 docs/benchmarks.md has the figures.
@@ -59,7 +60,6 @@ import contextlib
 import copy
 import dataclasses
 import os
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -76,7 +76,7 @@ from bgpt.device import DTYPES, autocast
 from bgpt.errors import BGPTError
 from bgpt.fused import FusedStep, RowsStep
 from bgpt.fused import available as fused_available
-from bgpt.quantize import Int8Linear, _PackedLinear, quantize, weights_of
+from bgpt.quantize import _PackedLinear, quantize, weights_of
 from bgpt.stream import PAD, conversion_prompt, header_patch
 from bgpt.validation import check_fields
 
@@ -566,17 +566,9 @@ class _OneStep:
         return h if self.head is None else self.head(h)
 
 
-def _fbgemm(m: nn.Module) -> bool:
-    """Do the model's int8 layers run on fbgemm here (not their plain twins)?"""
-    layers = [x for x in m.modules() if isinstance(x, Int8Linear)]
-    try:
-        with warnings.catch_warnings():  # PyTorch marks its quantized tensors deprecated
-            warnings.simplefilter("ignore", UserWarning)
-            for layer in layers:
-                layer.scaled_product()
-    except (AttributeError, NotImplementedError, RuntimeError):  # a build without fbgemm
-        return False
-    return all(layer.kernel for layer in layers)
+def _int8_on_fbgemm(m: nn.Module) -> bool:
+    """Do the model's int8 layers run on fbgemm here (not on their plain twins)?"""
+    return all(x.runs_kernel() for x in m.modules() if isinstance(x, _PackedLinear))
 
 
 class _CachedRun:
@@ -601,18 +593,19 @@ class _CachedRun:
         self.table_h, self.table_qkv = self.byte_step.token_table(self.wte, bdec.context + 1)
         weights = weights_of(m)
         fp32 = self.cache_dtype == torch.float32 == self.emb_dtype
-        fusable = fp32 and weights in ("int8", "fp32")
-        self.patch_step = _OneStep(pdec.transformer, self.cache_dtype, transpose)
-        if gen.fused and dev.type == "cpu" and fusable and gen.batch_size == 1:
+        compiled = gen.fused and dev.type == "cpu" and fp32 and weights in ("int8", "fp32")
+        if compiled and gen.batch_size == 1:
             # one sequence at a time on CPU, fp32 activations: each step in one compiled kernel
             # (bgpt.fused), for fp32 and int8 models
             self.byte_step = FusedStep(bdec.transformer, head=bdec.wte.weight)
             self.patch_step = FusedStep(pdec.transformer)
             self.table_h_np, self.table_qkv_np = self.table_h.numpy(), self.table_qkv.numpy()
-        elif gen.fused and dev.type == "cpu" and fusable and (weights == "fp32" or _fbgemm(m)):
+        elif compiled and (weights == "fp32" or _int8_on_fbgemm(m)):
             # batches: one product call for all rows (int8: fbgemm's), compiled kernels between
             self.byte_step = RowsStep(bdec.transformer, head=bdec.wte.weight)
             self.patch_step = RowsStep(pdec.transformer)
+        else:
+            self.patch_step = _OneStep(pdec.transformer, self.cache_dtype, transpose)
         self.fused = isinstance(self.byte_step, FusedStep)  # one row at a time (batch_size 1)
 
         # per row: the caches' rows, and

@@ -61,17 +61,24 @@ class _PackedLinear(nn.Module):
     def __getstate__(self) -> dict:  # copies and pickles carry the weights, not fbgemm's pack
         return {**self.__dict__, "_packed": None}
 
+    def _kernel_or_none(self):
+        """The kernel's function, or None where it does not run (then `kernel` turns False)."""
+        if not self._use_kernel():
+            return None
+        try:
+            with warnings.catch_warnings():  # PyTorch marks its quantized tensors deprecated
+                warnings.simplefilter("ignore", UserWarning)
+                return self._kernel_fn()
+        except (AttributeError, NotImplementedError, RuntimeError):  # a build without fbgemm
+            self.kernel = False
+            return None
+
+    def runs_kernel(self) -> bool:
+        """Does this layer compute on its kernel here (not on the plain twin)? Packs it."""
+        return self._kernel_or_none() is not None
+
     def bound(self, dtype: torch.dtype):
-        compute = None
-        if self._use_kernel():
-            try:
-                with warnings.catch_warnings():  # PyTorch marks its quantized tensors deprecated
-                    warnings.simplefilter("ignore", UserWarning)
-                    compute = self._kernel_fn()
-            except (AttributeError, NotImplementedError, RuntimeError):  # a build without fbgemm
-                self.kernel = False
-        if compute is None:
-            compute = self._twin_fn()
+        compute = self._kernel_or_none() or self._twin_fn()
 
         def fn(x: torch.Tensor) -> torch.Tensor:
             shape = x.shape
